@@ -1,0 +1,179 @@
+//! Broker addresses: where the URL comes from, and what it means.
+//!
+//! The order of precedence is the original MsgFlo's: an explicit value
+//! (`--broker`), then `MSGFLO_BROKER`, then `CLOUDAMQP_URL`, then
+//! `amqp://localhost`. Tools that embed a broker (the coordinator) look at
+//! [`configured`] to learn whether the user asked for one.
+
+use crate::error::{Error, Result};
+
+/// Fallback when nothing is configured, as in the original.
+pub const DEFAULT_URL: &str = "amqp://localhost";
+
+/// Which protocol family a URL speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// AMQP 0-9-1 (RabbitMQ), `amqp://` or `amqps://`.
+    Amqp { tls: bool },
+    /// MQTT 3.1.1, `mqtt://` or `mqtts://`.
+    Mqtt { tls: bool },
+    /// The in-process broker, `memory://NAME`, for tests and embedding.
+    Memory,
+}
+
+/// A parsed, validated broker URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// AMQP virtual host; `/` when the URL has an empty path.
+    pub vhost: String,
+    raw: String,
+}
+
+/// The URL from the environment, if the user configured one.
+pub fn configured() -> Option<String> {
+    ["MSGFLO_BROKER", "CLOUDAMQP_URL"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .find(|v| !v.trim().is_empty())
+}
+
+/// Resolve the broker URL: `explicit` first, then the environment, then the default.
+pub fn resolve(explicit: Option<&str>) -> String {
+    explicit
+        .filter(|s| !s.trim().is_empty())
+        .map(str::to_owned)
+        .or_else(configured)
+        .unwrap_or_else(|| DEFAULT_URL.to_owned())
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl BrokerUrl {
+    /// Parse and validate a broker URL.
+    pub fn parse(raw: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::InvalidUrl {
+            url: redact(raw),
+            reason: reason.to_owned(),
+        };
+        let url = url::Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
+        let (scheme, default_port) = match url.scheme() {
+            "amqp" => (Scheme::Amqp { tls: false }, 5672),
+            "amqps" => (Scheme::Amqp { tls: true }, 5671),
+            "mqtt" | "tcp" => (Scheme::Mqtt { tls: false }, 1883),
+            "mqtts" | "ssl" => (Scheme::Mqtt { tls: true }, 8883),
+            "memory" => (Scheme::Memory, 0),
+            other => {
+                return Err(bad(&format!(
+                    "unsupported scheme {other:?}; use amqp, amqps, mqtt, mqtts or memory"
+                )))
+            }
+        };
+        let host = url.host_str().unwrap_or("").to_owned();
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let path = url.path();
+        let vhost = match path {
+            "" | "/" => "/".to_owned(),
+            p => percent_decode(&p[1..]),
+        };
+        let username = (!url.username().is_empty()).then(|| percent_decode(url.username()));
+        let password = url.password().map(percent_decode);
+        Ok(BrokerUrl {
+            scheme,
+            port: url.port().unwrap_or(default_port),
+            host,
+            username,
+            password,
+            vhost,
+            raw: raw.trim().to_owned(),
+        })
+    }
+
+    /// The URL as given (with credentials; use [`BrokerUrl::redacted`] in logs).
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// The URL with any password replaced, for log lines and errors.
+    pub fn redacted(&self) -> String {
+        redact(&self.raw)
+    }
+}
+
+/// Hide the password of a URL so it can be logged.
+pub fn redact(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amqp_defaults() {
+        let u = BrokerUrl::parse("amqp://localhost").unwrap();
+        assert_eq!(u.scheme, Scheme::Amqp { tls: false });
+        assert_eq!((u.host.as_str(), u.port, u.vhost.as_str()), ("localhost", 5672, "/"));
+        assert_eq!(u.username, None);
+    }
+
+    #[test]
+    fn credentials_vhost_and_port() {
+        let u = BrokerUrl::parse("amqps://us%40er:p%3Ass@h.local:1234/my%2Fvhost").unwrap();
+        assert_eq!(u.scheme, Scheme::Amqp { tls: true });
+        assert_eq!(u.port, 1234);
+        assert_eq!(u.username.as_deref(), Some("us@er"));
+        assert_eq!(u.password.as_deref(), Some("p:ss"));
+        assert_eq!(u.vhost, "my/vhost");
+        assert!(!u.redacted().contains("p%3Ass"));
+    }
+
+    #[test]
+    fn mqtt_schemes() {
+        assert_eq!(BrokerUrl::parse("mqtt://127.0.0.1").unwrap().port, 1883);
+        let u = BrokerUrl::parse("mqtts://127.0.0.1").unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::Mqtt { tls: true }, 8883));
+    }
+
+    #[test]
+    fn rejects_unknown_scheme_and_garbage() {
+        for bad in ["http://x", "not a url", "amqp://"] {
+            let e = BrokerUrl::parse(bad).unwrap_err();
+            assert_eq!(e.code(), crate::ErrorCode::InvalidUrl, "{bad}");
+        }
+    }
+
+    #[test]
+    fn explicit_wins() {
+        assert_eq!(resolve(Some("mqtt://a")), "mqtt://a");
+    }
+}

@@ -1,0 +1,277 @@
+//! Payloads, their views, and deliveries with once-only completion.
+//!
+//! A payload is the exact bytes that crossed the broker. Nothing here
+//! re-encodes it: JSON, text and binary all pass through a participant
+//! unchanged unless user code builds a new payload.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// The bytes of one message.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Payload(Vec<u8>);
+
+/// What a payload holds, as the original libraries present it: parsed JSON
+/// when it parses, else the text, else (invalid UTF-8) the raw bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    Json(serde_json::Value),
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl Payload {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Payload(bytes.into())
+    }
+
+    /// Serialise a JSON value (what the original does for every send).
+    pub fn json(value: &serde_json::Value) -> Self {
+        Payload(serde_json::to_vec(value).expect("serde_json::Value always serialises"))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The payload as text, if it is valid UTF-8.
+    pub fn text(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    /// The payload parsed as JSON, if it is JSON.
+    pub fn parse_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.0).ok()
+    }
+
+    /// JSON if it parses, else text, else bytes. Never fails.
+    pub fn data(&self) -> Data {
+        if let Some(v) = self.parse_json() {
+            return Data::Json(v);
+        }
+        match self.text() {
+            Some(t) => Data::Text(t.to_owned()),
+            None => Data::Binary(self.0.clone()),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(v: Vec<u8>) -> Self {
+        Payload(v)
+    }
+}
+impl From<&[u8]> for Payload {
+    fn from(v: &[u8]) -> Self {
+        Payload(v.to_vec())
+    }
+}
+impl From<String> for Payload {
+    fn from(v: String) -> Self {
+        Payload(v.into_bytes())
+    }
+}
+impl From<&str> for Payload {
+    fn from(v: &str) -> Self {
+        Payload(v.as_bytes().to_vec())
+    }
+}
+impl From<&serde_json::Value> for Payload {
+    fn from(v: &serde_json::Value) -> Self {
+        Payload::json(v)
+    }
+}
+impl From<serde_json::Value> for Payload {
+    fn from(v: serde_json::Value) -> Self {
+        Payload::json(&v)
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOW: usize = 64;
+        match self.text() {
+            Some(t) if t.len() <= SHOW => write!(f, "Payload({t:?})"),
+            Some(t) => {
+                let cut = (0..=SHOW).rev().find(|i| t.is_char_boundary(*i)).unwrap_or(0);
+                write!(f, "Payload({:?}... {} bytes)", &t[..cut], t.len())
+            }
+            None => write!(f, "Payload(<{} bytes binary>)", self.0.len()),
+        }
+    }
+}
+
+/// One message received on an inport.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The inport (port id, not queue) it arrived on.
+    pub inport: Arc<str>,
+    pub payload: Payload,
+    /// True when the broker says this was delivered before (AMQP only).
+    pub redelivered: bool,
+}
+
+/// How a delivery is settled with the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Processed: remove it (after the outputs it caused are confirmed).
+    Ack,
+    /// Failed: never requeued; goes to the dead-letter route when one exists.
+    Nack,
+    /// Not handled (dropped unsettled, or its outputs were refused): put it
+    /// back so it is delivered again.
+    Requeue,
+}
+
+/// The transport side of a delivery: where its settlement goes.
+///
+/// `settle` must not block; transports queue the settlement and perform it
+/// in order with the publishes issued before it.
+pub(crate) trait Settle: Send + Sync {
+    fn settle(&self, tag: u64, generation: u64, how: Settlement);
+}
+
+const PENDING: u8 = 0;
+const ACKED: u8 = 1;
+const NACKED: u8 = 2;
+
+/// A message plus the right (and duty) to settle it exactly once.
+///
+/// Dropping an unsettled delivery requeues it, so nothing is lost when user
+/// code forgets it or a host-language exception skips the ack.
+pub struct Delivery {
+    message: Message,
+    state: AtomicU8,
+    tag: u64,
+    generation: u64,
+    settler: Arc<dyn Settle>,
+}
+
+impl Delivery {
+    pub(crate) fn new(message: Message, tag: u64, generation: u64, settler: Arc<dyn Settle>) -> Self {
+        Delivery {
+            message,
+            state: AtomicU8::new(PENDING),
+            tag,
+            generation,
+            settler,
+        }
+    }
+
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    pub fn inport(&self) -> &str {
+        &self.message.inport
+    }
+
+    pub fn payload(&self) -> &Payload {
+        &self.message.payload
+    }
+
+    /// Mark as processed. The broker is told once every output sent before
+    /// this call is confirmed.
+    pub fn ack(&self) -> Result<()> {
+        self.complete(ACKED, Settlement::Ack)
+    }
+
+    /// Mark as failed; it goes to the dead-letter route, never back to the queue.
+    pub fn nack(&self) -> Result<()> {
+        self.complete(NACKED, Settlement::Nack)
+    }
+
+    /// Whether ack or nack was already called.
+    pub fn is_settled(&self) -> bool {
+        self.state.load(Ordering::Acquire) != PENDING
+    }
+
+    fn complete(&self, to: u8, how: Settlement) -> Result<()> {
+        match self.state.compare_exchange(PENDING, to, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                self.settler.settle(self.tag, self.generation, how);
+                Ok(())
+            }
+            Err(ACKED) => Err(Error::AlreadyCompleted("acked")),
+            Err(_) => Err(Error::AlreadyCompleted("nacked")),
+        }
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if self.state.load(Ordering::Acquire) == PENDING {
+            tracing::debug!(inport = %self.message.inport, "delivery dropped unsettled; requeueing it");
+            self.settler.settle(self.tag, self.generation, Settlement::Requeue);
+        }
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("inport", &self.message.inport)
+            .field("payload", &self.message.payload)
+            .field("settled", &self.is_settled())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Record(Mutex<Vec<Settlement>>);
+    impl Settle for Record {
+        fn settle(&self, _tag: u64, _gen: u64, how: Settlement) {
+            self.0.lock().unwrap().push(how);
+        }
+    }
+
+    fn delivery(rec: &Arc<Record>) -> Delivery {
+        let msg = Message { inport: "in".into(), payload: "x".into(), redelivered: false };
+        Delivery::new(msg, 1, 1, rec.clone())
+    }
+
+    #[test]
+    fn views() {
+        assert_eq!(Payload::from("{\"a\":1}").data(), Data::Json(serde_json::json!({"a":1})));
+        assert_eq!(Payload::from("hello").data(), Data::Text("hello".into()));
+        assert_eq!(Payload::new(vec![0xff, 0x00]).data(), Data::Binary(vec![0xff, 0x00]));
+    }
+
+    #[test]
+    fn settles_exactly_once() {
+        let rec = Arc::new(Record::default());
+        let d = delivery(&rec);
+        d.ack().unwrap();
+        assert_eq!(d.ack().unwrap_err().code(), crate::ErrorCode::AlreadyCompleted);
+        assert_eq!(d.nack().unwrap_err().code(), crate::ErrorCode::AlreadyCompleted);
+        drop(d);
+        assert_eq!(*rec.0.lock().unwrap(), vec![Settlement::Ack]);
+    }
+
+    #[test]
+    fn drop_unsettled_requeues() {
+        let rec = Arc::new(Record::default());
+        drop(delivery(&rec));
+        assert_eq!(*rec.0.lock().unwrap(), vec![Settlement::Requeue]);
+    }
+}

@@ -1,0 +1,493 @@
+//! A participant: a definition bound to a role, connected to a broker.
+//!
+//! The core API is pull-based: [`Participant::recv_batch`] yields
+//! deliveries, the caller runs user code, then acks or nacks each one, and
+//! [`Participant::send`]s outputs. [`Participant::serve`] is the
+//! handler-style API built on that (the msgflo-nodejs contract: a handler
+//! returns outputs, or an error which nacks the input).
+//!
+//! Start-up is two steps so a program can print its readiness line between
+//! them: [`Participant::connect`] declares every port and subscribes, then
+//! [`Participant::announce`] sends the first discovery message and starts
+//! the heartbeat (every `period / 2.2`, and again after each reconnect).
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::broker;
+use crate::discovery::{heartbeat_interval, Definition, ParticipantInfo};
+use crate::error::{Error, Result};
+use crate::message::{Delivery, Message, Payload};
+use crate::transport::{self, ConnectOptions, Declaration, PortKind, Target, Transport};
+
+/// How to connect and behave.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Broker URL; `None` resolves from the environment (see [`broker::resolve`]).
+    pub broker: Option<String>,
+    pub connect: ConnectOptions,
+    /// Time between discovery messages; `None` reads `MSGFLO_DISCOVERY_PERIOD`.
+    pub heartbeat: Option<Duration>,
+}
+
+impl Options {
+    pub fn broker(url: impl Into<String>) -> Self {
+        Options { broker: Some(url.into()), ..Default::default() }
+    }
+}
+
+/// What a handler returns: outputs as `(outport, payload)` pairs.
+pub type Outputs = Vec<(String, Payload)>;
+
+/// A handler's failure: the input is nacked. `outputs` are sent first; when
+/// there are none and the participant has an `error` outport,
+/// `{"error": message}` is sent there.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub error: String,
+    pub outputs: Outputs,
+}
+
+impl Failure {
+    pub fn new(error: impl Into<String>) -> Self {
+        Failure { error: error.into(), outputs: Vec::new() }
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::new(e.to_string())
+    }
+}
+
+/// Result of a handler.
+pub type HandlerResult = std::result::Result<Outputs, Failure>;
+
+/// A running participant. Cheap to clone; all clones are one participant.
+#[derive(Clone)]
+pub struct Participant {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    info: ParticipantInfo,
+    transport: Arc<dyn Transport>,
+    /// Deliveries of every inport. Locked by whoever is receiving.
+    deliveries: Mutex<mpsc::Receiver<Delivery>>,
+    /// Held by `serve` while it works on a batch, so `stop` can wait for it.
+    processing: Mutex<()>,
+    heartbeat: Duration,
+    /// Cancelled by `stop` (or drop): receiving ends, the heartbeat ends.
+    stop: CancellationToken,
+    announced: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Participant {
+    /// Connect, declare all ports and subscribe to the inports; nothing is
+    /// announced yet (see [`Participant::announce`]).
+    pub async fn connect(definition: &Definition, role: &str, options: Options) -> Result<Self> {
+        let info = definition.instantiate(role)?;
+        let url = broker::resolve(options.broker.as_deref());
+        let mut connect = options.connect.clone();
+        if connect.connection_name == ConnectOptions::default().connection_name {
+            connect.connection_name = format!("msgflo {} ({})", info.role, info.component);
+        }
+        let transport = transport::connect(&url, &connect).await?;
+        Self::with_transport(info, transport, &options).await
+    }
+
+    /// Like [`Participant::connect`] over an existing transport.
+    pub async fn with_transport(info: ParticipantInfo, transport: Arc<dyn Transport>, options: &Options) -> Result<Self> {
+        for port in &info.outports {
+            if let Some(queue) = &port.queue {
+                let decl = Declaration { kind: PortKind::Out, queue: queue.clone(), persistent: port.persistent };
+                transport.declare(&decl).await?;
+            }
+        }
+        for port in &info.inports {
+            if let Some(queue) = &port.queue {
+                let decl = Declaration { kind: PortKind::In, queue: queue.clone(), persistent: port.persistent };
+                transport.declare(&decl).await?;
+            }
+        }
+        let capacity = usize::from(options.connect.prefetch.max(1));
+        let (tx, rx) = mpsc::channel(capacity);
+        for port in &info.inports {
+            if let Some(queue) = &port.queue {
+                transport.subscribe(queue, Arc::from(port.id.as_str()), tx.clone()).await?;
+            }
+        }
+        debug!(role = %info.role, id = %info.id, broker = %transport.describe(), "participant connected");
+        Ok(Participant {
+            shared: Arc::new(Shared {
+                heartbeat: options.heartbeat.unwrap_or_else(heartbeat_interval),
+                info,
+                transport,
+                deliveries: Mutex::new(rx),
+                processing: Mutex::new(()),
+                stop: CancellationToken::new(),
+                announced: Default::default(),
+            }),
+        })
+    }
+
+    /// Connect and announce in one step.
+    pub async fn start(definition: &Definition, role: &str, options: Options) -> Result<Self> {
+        let p = Self::connect(definition, role, options).await?;
+        p.announce().await?;
+        Ok(p)
+    }
+
+    /// Send discovery now; the first call also starts the heartbeat.
+    pub async fn announce(&self) -> Result<()> {
+        let s = &self.shared;
+        s.transport.announce(discovery_payload(&s.info)).await?;
+        if !s.announced.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            tokio::spawn(heartbeat(Arc::downgrade(&self.shared), s.transport.generation(), s.stop.clone(), s.heartbeat));
+            info!(role = %s.info.role, component = %s.info.component, broker = %s.transport.describe(), "participant announced");
+        }
+        Ok(())
+    }
+
+    pub fn info(&self) -> &ParticipantInfo {
+        &self.shared.info
+    }
+
+    pub fn role(&self) -> &str {
+        &self.shared.info.role
+    }
+
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.shared.transport
+    }
+
+    /// Next delivery, or `None` once stopped.
+    pub async fn recv(&self) -> Option<Delivery> {
+        self.recv_batch(1).await.pop()
+    }
+
+    /// Wait for at least one delivery, then take up to `max` that are ready.
+    /// Empty once stopped.
+    pub async fn recv_batch(&self, max: usize) -> Vec<Delivery> {
+        let mut rx = tokio::select! {
+            _ = self.shared.stop.cancelled() => return Vec::new(),
+            rx = self.shared.deliveries.lock() => rx,
+        };
+        let first = tokio::select! {
+            _ = self.shared.stop.cancelled() => return Vec::new(),
+            d = rx.recv() => d,
+        };
+        let mut out: Vec<Delivery> = first.into_iter().collect();
+        while out.len() < max.max(1) {
+            match rx.try_recv() {
+                Ok(d) => out.push(d),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Like [`Participant::recv_batch`], giving up after `timeout` (empty).
+    pub async fn recv_batch_timeout(&self, max: usize, timeout: Duration) -> Vec<Delivery> {
+        tokio::time::timeout(timeout, self.recv_batch(max)).await.unwrap_or_default()
+    }
+
+    /// Send on an outport. Unknown (or hidden) outports are an error.
+    pub async fn send(&self, outport: &str, payload: impl Into<Payload>) -> Result<()> {
+        let info = &self.shared.info;
+        let port = info.outport(outport).ok_or_else(|| unknown_port(info, "outport", outport))?;
+        match &port.queue {
+            Some(q) => {
+                self.shared
+                    .transport
+                    .publish(Target::Exchange(q.clone()), payload.into(), port.persistent)
+                    .await
+            }
+            // Hidden ports have no queue: data goes nowhere (as in the original).
+            None => Ok(()),
+        }
+    }
+
+    /// Run `handler` on every delivery until stopped. Outputs are sent, then
+    /// the input is acked (and the ack reaches the broker only after they are
+    /// confirmed). A failure, a panic, or an output to an unknown port nacks
+    /// the input; the participant keeps running.
+    pub async fn serve<H, Fut>(&self, mut handler: H) -> Result<()>
+    where
+        H: FnMut(Message) -> Fut,
+        Fut: Future<Output = HandlerResult>,
+    {
+        let batch_size = 64;
+        loop {
+            let batch = self.recv_batch(batch_size).await;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let _busy = self.shared.processing.lock().await;
+            for delivery in batch {
+                if self.shared.stop.is_cancelled() {
+                    // Dropped unsettled: requeued for whoever runs next.
+                    return Ok(());
+                }
+                let result = AssertUnwindSafe(handler(delivery.message().clone())).catch_unwind().await;
+                let result = result.unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panic".into());
+                    Err(Failure::new(format!("handler panicked: {what}")))
+                });
+                self.complete(&delivery, result).await?;
+            }
+        }
+    }
+
+    /// Send a handler's outputs and settle its delivery accordingly.
+    pub async fn complete(&self, delivery: &Delivery, result: HandlerResult) -> Result<()> {
+        let (outputs, failure) = match result {
+            Ok(outputs) => (outputs, None),
+            Err(f) => (f.outputs, Some(f.error)),
+        };
+        let mut send_failed = None;
+        for (port, payload) in outputs.iter().cloned() {
+            if let Err(e) = self.send(&port, payload).await {
+                if e.code() == crate::ErrorCode::Closed {
+                    return Err(e);
+                }
+                send_failed = Some(e.to_string());
+            }
+        }
+        let failure = failure.or(send_failed);
+        match failure {
+            None => delivery.ack(),
+            Some(error) => {
+                warn!(role = %self.role(), inport = %delivery.inport(), %error, "processing failed; message nacked");
+                if outputs.is_empty() && self.info().outport("error").is_some() {
+                    let body = serde_json::json!({ "error": error });
+                    if let Err(e) = self.send("error", &body).await {
+                        error!(error = %e, "could not send to the error outport");
+                    }
+                }
+                delivery.nack()
+            }
+        }
+    }
+
+    /// Stop receiving, wait for the batch being served, requeue deliveries
+    /// not yet handled, wait for outputs and settlements to reach the broker,
+    /// and close the connection.
+    pub async fn stop(&self) -> Result<()> {
+        let s = &self.shared;
+        s.stop.cancel();
+        let _idle = s.processing.lock().await;
+        {
+            let mut rx = s.deliveries.lock().await;
+            rx.close();
+            while let Ok(d) = rx.try_recv() {
+                drop(d); // requeues
+            }
+        }
+        s.transport.close().await
+    }
+
+    /// Resolves once the participant is stopped.
+    pub async fn stopped(&self) {
+        self.shared.stop.cancelled().await
+    }
+}
+
+fn unknown_port(info: &ParticipantInfo, direction: &'static str, port: &str) -> Error {
+    let ports = if direction == "outport" { &info.outports } else { &info.inports };
+    Error::UnknownPort {
+        role: info.role.clone(),
+        direction,
+        port: port.to_owned(),
+        known: ports.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", "),
+    }
+}
+
+fn discovery_payload(info: &ParticipantInfo) -> Payload {
+    Payload::json(&info.discovery_message())
+}
+
+/// Re-announces every `interval`, and at once after a reconnect. Holds only a
+/// weak reference so it ends when the participant is dropped.
+async fn heartbeat(
+    shared: std::sync::Weak<Shared>,
+    mut generation: tokio::sync::watch::Receiver<u64>,
+    stop: CancellationToken,
+    interval: Duration,
+) {
+    generation.borrow_and_update();
+    loop {
+        let reconnected = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => false,
+            changed = generation.changed() => match changed {
+                Ok(()) => true,
+                Err(_) => return,
+            },
+        };
+        let Some(s) = shared.upgrade() else { return };
+        match s.transport.announce(discovery_payload(&s.info)).await {
+            Ok(()) if reconnected => info!(role = %s.info.role, "re-announced after reconnect"),
+            Ok(()) => debug!(role = %s.info.role, "discovery heartbeat sent"),
+            Err(e) => warn!(role = %s.info.role, error = %e, "discovery heartbeat failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::PortDef;
+    use crate::transport::memory::MemoryBroker;
+
+    fn unique(prefix: &str) -> String {
+        format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+    }
+
+    fn repeat_def() -> Definition {
+        Definition::new("Repeat")
+            .inport(PortDef::new("in"))
+            .outport(PortDef::new("out"))
+            .outport(PortDef::new("error"))
+    }
+
+    async fn start(name: &str, role: &str) -> Participant {
+        let opts = Options { heartbeat: Some(Duration::from_secs(3600)), ..Options::broker(format!("memory://{name}")) };
+        Participant::start(&repeat_def(), role, opts).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn repeat_roundtrip_and_discovery() {
+        let name = unique("b");
+        let p = start(&name, "rep").await;
+        let broker = MemoryBroker::named(&name);
+        let disc = broker.take("fbp").expect("discovery sent");
+        let a = crate::discovery::parse_discovery(&disc).unwrap();
+        assert_eq!(a.role, "rep");
+
+        broker.declare_queue("sink", None);
+        broker.bind("rep.OUT", "sink");
+        broker.publish(&Target::Queue("rep.IN".into()), b"{\"x\":1}");
+        broker.publish(&Target::Queue("rep.IN".into()), &[0xff, 0xfe]);
+
+        let p2 = p.clone();
+        let serving = tokio::spawn(async move {
+            p2.serve(|m| async move { Ok(vec![("out".to_string(), m.payload)]) }).await
+        });
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            if let Some(b) = broker.take("sink") {
+                got.push(b);
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(got, vec![b"{\"x\":1}".to_vec(), vec![0xff, 0xfe]]);
+        p.stop().await.unwrap();
+        serving.await.unwrap().unwrap();
+        assert_eq!(broker.unacked_len("rep.IN"), Some(0));
+    }
+
+    #[tokio::test]
+    async fn failure_nacks_to_dead_letter_and_error_port() {
+        let name = unique("b");
+        let p = start(&name, "rep").await;
+        let broker = MemoryBroker::named(&name);
+        broker.declare_queue("dead", None);
+        broker.bind("dead-rep.IN", "dead");
+        broker.declare_queue("errors", None);
+        broker.bind("rep.ERROR", "errors");
+        broker.publish(&Target::Queue("rep.IN".into()), b"\"boom\"");
+        let d = p.recv().await.unwrap();
+        p.complete(&d, Err(Failure::new("bad input"))).await.unwrap();
+        assert_eq!(broker.take("dead").unwrap(), b"\"boom\"");
+        let err: serde_json::Value = serde_json::from_slice(&broker.take("errors").unwrap()).unwrap();
+        assert_eq!(err["error"], "bad input");
+        assert_eq!(d.ack().unwrap_err().code(), crate::ErrorCode::AlreadyCompleted);
+    }
+
+    #[tokio::test]
+    async fn unknown_outport_is_an_error_and_nacks() {
+        let name = unique("b");
+        let p = start(&name, "rep").await;
+        let e = p.send("nope", "x").await.unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::UnknownPort);
+        let broker = MemoryBroker::named(&name);
+        broker.declare_queue("dead", None);
+        broker.bind("dead-rep.IN", "dead");
+        broker.publish(&Target::Queue("rep.IN".into()), b"1");
+        let d = p.recv().await.unwrap();
+        p.complete(&d, Ok(vec![("nope".into(), "x".into())])).await.unwrap();
+        assert_eq!(broker.take("dead").unwrap(), b"1");
+    }
+
+    #[tokio::test]
+    async fn handler_panic_is_a_nack_not_a_crash() {
+        let name = unique("b");
+        let p = start(&name, "rep").await;
+        let broker = MemoryBroker::named(&name);
+        broker.declare_queue("dead", None);
+        broker.bind("dead-rep.IN", "dead");
+        broker.declare_queue("sink", None);
+        broker.bind("rep.OUT", "sink");
+        broker.publish(&Target::Queue("rep.IN".into()), b"\"panic\"");
+        broker.publish(&Target::Queue("rep.IN".into()), b"\"fine\"");
+        let p2 = p.clone();
+        let serving = tokio::spawn(async move {
+            p2.serve(|m| async move {
+                if m.payload.as_bytes() == b"\"panic\"" {
+                    panic!("user bug");
+                }
+                Ok(vec![("out".to_string(), m.payload)])
+            })
+            .await
+        });
+        let ok = loop {
+            if let Some(b) = broker.take("sink") {
+                break b;
+            }
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(ok, b"\"fine\"");
+        assert_eq!(broker.take("dead").unwrap(), b"\"panic\"");
+        p.stop().await.unwrap();
+        serving.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn stop_requeues_unhandled_deliveries() {
+        let name = unique("b");
+        let p = start(&name, "rep").await;
+        let broker = MemoryBroker::named(&name);
+        for i in 0..5 {
+            broker.publish(&Target::Queue("rep.IN".into()), i.to_string().as_bytes());
+        }
+        let first = p.recv().await.unwrap();
+        first.ack().unwrap();
+        // Let the consumer move the rest into the participant's buffer.
+        while broker.queue_len("rep.IN") != Some(0) {
+            tokio::task::yield_now().await;
+        }
+        p.stop().await.unwrap();
+        assert!(p.recv().await.is_none());
+        assert_eq!(broker.queue_len("rep.IN"), Some(4), "unhandled messages are back in the queue");
+        assert_eq!(broker.unacked_len("rep.IN"), Some(0));
+    }
+}

@@ -1,0 +1,804 @@
+//! AMQP 0-9-1 (RabbitMQ) with lapin, declaring exactly what the original
+//! MsgFlo declares, and losing nothing while the broker comes and goes.
+//!
+//! Three tasks per connection, all ended by `closed`:
+//! - the **supervisor** notices a lost connection (lapin's error events, a
+//!   consumer stream failing, a failed publish), reconnects with backoff,
+//!   replays declarations and subscriptions, then bumps `generation`;
+//! - the **pipeline** owns every publish and settlement, in the order they
+//!   were issued: publishes go out on a confirm channel; an ack waits until
+//!   the publishes issued before it are confirmed (a refused publish turns
+//!   the ack of the delivery that caused it into a requeue); publishes not
+//!   confirmed when the connection drops are sent again after reconnecting;
+//! - one **consumer** task per subscription, forwarding deliveries to the
+//!   participant's channel with the generation they belong to (settlements
+//!   for an older generation are dropped: the broker has requeued those).
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::{mpsc, oneshot, watch, Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{Backoff, ConnectOptions, Declaration, PortKind, Target, Transport, DISCOVERY_QUEUE};
+use crate::broker::BrokerUrl;
+use crate::error::{Error, Result};
+use crate::message::{Delivery, Message, Payload, Settle, Settlement};
+
+/// AMQP reply code for "declared before with other options".
+const PRECONDITION_FAILED: u16 = 406;
+
+/// A connection to RabbitMQ (or any AMQP 0-9-1 broker).
+pub struct Amqp {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: BrokerUrl,
+    options: ConnectOptions,
+    /// The live connection and the records replayed after a reconnect. An
+    /// async mutex held across a whole declaration or replay, so a reconnect
+    /// never interleaves with a declaration.
+    state: Mutex<State>,
+    /// Bumped (by the supervisor) after each successful (re)connect.
+    generation: watch::Sender<u64>,
+    /// Into the pipeline task. Also held by every delivery's settler.
+    ops: mpsc::UnboundedSender<Op>,
+    /// Tells the supervisor that generation N's connection failed.
+    lost: mpsc::UnboundedSender<(u64, String)>,
+    /// Bounds unconfirmed publishes; a permit lives until its confirm.
+    unconfirmed: Arc<Semaphore>,
+    /// Cancelled by `close` or drop; every task of this connection ends.
+    closed: CancellationToken,
+}
+
+#[derive(Default)]
+struct State {
+    live: Option<Live>,
+    declarations: Vec<Declaration>,
+    subscriptions: Vec<Subscription>,
+}
+
+#[derive(Clone)]
+struct Live {
+    generation: u64,
+    connection: Arc<Connection>,
+    publish: Channel,
+    consume: Channel,
+}
+
+#[derive(Clone)]
+struct Subscription {
+    queue: String,
+    inport: Arc<str>,
+    sink: mpsc::Sender<Delivery>,
+}
+
+struct Pending {
+    exchange: String,
+    routing_key: String,
+    payload: Payload,
+    persistent: bool,
+    seq: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
+enum Op {
+    Publish(Pending),
+    Settle { tag: u64, generation: u64, how: Settlement },
+    Flush(oneshot::Sender<()>),
+}
+
+struct Settler {
+    ops: mpsc::UnboundedSender<Op>,
+}
+
+impl Settle for Settler {
+    fn settle(&self, tag: u64, generation: u64, how: Settlement) {
+        // After close the pipeline is gone; the broker requeues on disconnect.
+        let _ = self.ops.send(Op::Settle { tag, generation, how });
+    }
+}
+
+fn amqp_uri(url: &BrokerUrl) -> lapin::uri::AMQPUri {
+    let mut uri = lapin::uri::AMQPUri::default();
+    uri.scheme = if matches!(url.scheme, crate::broker::Scheme::Amqp { tls: true }) {
+        lapin::uri::AMQPScheme::AMQPS
+    } else {
+        lapin::uri::AMQPScheme::AMQP
+    };
+    uri.authority.host = url.host.clone();
+    uri.authority.port = url.port;
+    if let Some(u) = &url.username {
+        uri.authority.userinfo.username = u.clone();
+    }
+    if let Some(p) = &url.password {
+        uri.authority.userinfo.password = p.clone();
+    }
+    uri.vhost = url.vhost.clone();
+    uri
+}
+
+fn describe_err(e: &lapin::Error) -> String {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(p) => format!("{} ({})", p.get_message(), p.get_id()),
+        _ => e.to_string(),
+    }
+}
+
+fn declare_error(e: lapin::Error, kind: &'static str, name: &str, wanted: String) -> Error {
+    if let lapin::ErrorKind::ProtocolError(p) = e.kind() {
+        if p.get_id() == PRECONDITION_FAILED {
+            return Error::DeclarationConflict {
+                kind,
+                name: name.to_owned(),
+                wanted,
+                reason: p.get_message().to_string(),
+            };
+        }
+    }
+    Error::broker(format!("declare {kind} {name:?}"), describe_err(&e))
+}
+
+impl Amqp {
+    /// Connect, failing if the broker cannot be reached now. After this,
+    /// a lost connection is re-established in the background.
+    pub async fn connect(url: BrokerUrl, options: &ConnectOptions) -> Result<Self> {
+        let (ops_tx, ops_rx) = mpsc::unbounded_channel();
+        let (lost_tx, lost_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            url,
+            options: options.clone(),
+            state: Mutex::new(State::default()),
+            generation: watch::channel(0).0,
+            ops: ops_tx,
+            lost: lost_tx,
+            unconfirmed: Arc::new(Semaphore::new(options.max_unconfirmed.max(1))),
+            closed: CancellationToken::new(),
+        });
+        {
+            let mut state = inner.state.lock().await;
+            inner.open(&mut state, 1).await?;
+        }
+        tokio::spawn(supervise(inner.clone(), lost_rx));
+        tokio::spawn(Pipeline::new(inner.clone()).run(ops_rx));
+        Ok(Amqp { inner })
+    }
+
+    /// Delete a queue (tests and tools). Not recorded for replay.
+    pub async fn delete_queue(&self, queue: &str) -> Result<u32> {
+        self.with_channel(|ch| async move {
+            ch.queue_delete(queue.into(), Default::default()).await
+        })
+        .await
+        .map_err(|e| Error::broker(format!("delete queue {queue:?}"), describe_err(&e)))
+    }
+
+    /// Delete an exchange (tests and tools). Not recorded for replay.
+    pub async fn delete_exchange(&self, exchange: &str) -> Result<()> {
+        self.with_channel(|ch| async move {
+            ch.exchange_delete(exchange.into(), Default::default()).await
+        })
+        .await
+        .map_err(|e| Error::broker(format!("delete exchange {exchange:?}"), describe_err(&e)))
+    }
+
+    /// Declare a plain durable queue and bind it to a fanout exchange
+    /// (used to observe an exchange, e.g. a dead-letter route).
+    pub async fn bind_queue(&self, queue: &str, exchange: &str) -> Result<()> {
+        self.with_channel(|ch| async move {
+            ch.exchange_declare(exchange.into(), ExchangeKind::Fanout, durable_exchange(true), FieldTable::default())
+                .await?;
+            ch.queue_bind(queue.into(), exchange.into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+                .await
+        })
+        .await
+        .map_err(|e| Error::broker(format!("bind {queue:?} to {exchange:?}"), describe_err(&e)))
+    }
+
+    /// Take one message from a queue (basic.get with ack), if any.
+    pub async fn get(&self, queue: &str) -> Result<Option<Vec<u8>>> {
+        self.with_channel(|ch| async move {
+            let got = ch.basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true }).await?;
+            Ok(got.map(|m| m.delivery.data))
+        })
+        .await
+        .map_err(|e| Error::broker(format!("get from {queue:?}"), describe_err(&e)))
+    }
+
+    /// Messages ready in a queue (passive declare).
+    pub async fn queue_depth(&self, queue: &str) -> Result<u32> {
+        self.with_channel(|ch| async move {
+            let q = ch
+                .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+                .await?;
+            Ok(q.message_count())
+        })
+        .await
+        .map_err(|e| Error::broker(format!("inspect queue {queue:?}"), describe_err(&e)))
+    }
+
+    /// Run `f` on a short-lived channel of the live connection.
+    async fn with_channel<'a, T, F, Fut>(&'a self, f: F) -> lapin::Result<T>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: std::future::Future<Output = lapin::Result<T>> + 'a,
+    {
+        let connection = {
+            let state = self.inner.state.lock().await;
+            match &state.live {
+                Some(l) => l.connection.clone(),
+                None => return Err(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into()),
+            }
+        };
+        let ch = connection.create_channel().await?;
+        let out = f(ch.clone()).await;
+        let _ = ch.close(200, "done".into()).await;
+        out
+    }
+}
+
+fn durable_exchange(persistent: bool) -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions { durable: persistent, auto_delete: !persistent, ..Default::default() }
+}
+
+impl Inner {
+    /// Connect, open channels, replay declarations and subscriptions, and
+    /// install the result as generation `generation`.
+    async fn open(self: &Arc<Self>, state: &mut State, generation: u64) -> Result<()> {
+        let conn_err = |e: lapin::Error| Error::Connection { url: self.url.redacted(), reason: describe_err(&e) };
+        let props = ConnectionProperties::default().with_connection_name(self.options.connection_name.clone().into());
+        let connection = Arc::new(Connection::connect_uri(amqp_uri(&self.url), props).await.map_err(conn_err)?);
+        let result = async {
+            let publish = connection.create_channel().await.map_err(conn_err)?;
+            publish.confirm_select(ConfirmSelectOptions::default()).await.map_err(conn_err)?;
+            let consume = connection.create_channel().await.map_err(conn_err)?;
+            consume
+                .basic_qos(self.options.prefetch, BasicQosOptions::default())
+                .await
+                .map_err(conn_err)?;
+            let live = Live { generation, connection: connection.clone(), publish, consume };
+            for decl in &state.declarations {
+                declare_on(&live.connection, decl).await?;
+            }
+            for sub in &state.subscriptions {
+                self.start_consumer(&live, sub.clone()).await?;
+            }
+            Ok::<_, Error>(live)
+        }
+        .await;
+        match result {
+            Ok(live) => {
+                let mut events = connection.events_listener();
+                let lost = self.lost.clone();
+                let closed = self.closed.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = closed.cancelled() => return,
+                            ev = events.next() => match ev {
+                                Some(lapin::Event::Error(e)) => {
+                                    let _ = lost.send((generation, describe_err(&e)));
+                                    return;
+                                }
+                                Some(_) => {}
+                                None => {
+                                    let _ = lost.send((generation, "connection closed".into()));
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+                state.live = Some(live);
+                self.generation.send_replace(generation);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = connection.close(200, "setup failed".into()).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_consumer(self: &Arc<Self>, live: &Live, sub: Subscription) -> Result<()> {
+        let mut consumer = live
+            .consume
+            .basic_consume(
+                sub.queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| Error::broker(format!("consume {:?}", sub.queue), describe_err(&e)))?;
+        let settler: Arc<dyn Settle> = Arc::new(Settler { ops: self.ops.clone() });
+        let generation = live.generation;
+        let lost = self.lost.clone();
+        let closed = self.closed.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = closed.cancelled() => return,
+                    _ = sub.sink.closed() => return,
+                    n = consumer.next() => n,
+                };
+                match next {
+                    Some(Ok(d)) => {
+                        let msg = Message { inport: sub.inport.clone(), payload: Payload::new(d.data), redelivered: d.redelivered };
+                        let delivery = Delivery::new(msg, d.delivery_tag, generation, settler.clone());
+                        if sub.sink.send(delivery).await.is_err() {
+                            return; // receiver gone; the delivery requeued itself on drop
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let _ = lost.send((generation, describe_err(&e)));
+                        return;
+                    }
+                    None => {
+                        if !closed.is_cancelled() {
+                            let _ = lost.send((generation, format!("consumer of {:?} was cancelled", sub.queue)));
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Declare one port's objects on a fresh channel (a refused declaration
+/// closes the channel it was made on, so it must not be a shared one).
+async fn declare_on(connection: &Connection, decl: &Declaration) -> Result<()> {
+    let ch = connection
+        .create_channel()
+        .await
+        .map_err(|e| Error::broker("open channel", describe_err(&e)))?;
+    let q = decl.queue.as_str();
+    let p = decl.persistent;
+    let exchange_wanted = format!("fanout exchange durable={p} auto_delete={}", !p);
+    let result = async {
+        if decl.kind == PortKind::In {
+            let mut args = FieldTable::default();
+            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(format!("dead-{q}").into()));
+            let opts = QueueDeclareOptions { durable: p, auto_delete: !p, ..Default::default() };
+            ch.queue_declare(q.into(), opts, args).await.map_err(|e| {
+                let wanted = format!("queue durable={p} auto_delete={} x-dead-letter-exchange=dead-{q}", !p);
+                declare_error(e, "queue", q, wanted)
+            })?;
+        }
+        ch.exchange_declare(q.into(), ExchangeKind::Fanout, durable_exchange(p), FieldTable::default())
+            .await
+            .map_err(|e| declare_error(e, "exchange", q, exchange_wanted))?;
+        if decl.kind == PortKind::In {
+            ch.queue_bind(q.into(), q.into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+                .await
+                .map_err(|e| Error::broker(format!("bind queue {q:?} to exchange {q:?}"), describe_err(&e)))?;
+        }
+        Ok(())
+    }
+    .await;
+    if ch.status().connected() {
+        let _ = ch.close(200, "declared".into()).await;
+    }
+    result
+}
+
+/// Reconnects after a loss, until closed.
+async fn supervise(inner: Arc<Inner>, mut lost: mpsc::UnboundedReceiver<(u64, String)>) {
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let current = *inner.generation.borrow();
+        let reason = tokio::select! {
+            _ = inner.closed.cancelled() => return,
+            l = lost.recv() => match l {
+                Some((g, reason)) if g == current => reason,
+                Some(_) => continue, // about a connection already replaced
+                None => return,
+            },
+            _ = poll.tick() => {
+                let state = inner.state.lock().await;
+                match &state.live {
+                    Some(l) if !l.connection.status().connected() => "connection no longer open".to_owned(),
+                    _ => continue,
+                }
+            }
+        };
+        warn!(broker = %inner.url.redacted(), %reason, "lost connection to broker; reconnecting");
+        let mut state = inner.state.lock().await;
+        if let Some(old) = state.live.take() {
+            let _ = old.connection.close(200, "reconnecting".into()).now_or_never();
+        }
+        let mut backoff = Backoff::new();
+        let mut attempts = 0u32;
+        loop {
+            if inner.closed.is_cancelled() {
+                return;
+            }
+            attempts += 1;
+            match inner.open(&mut state, current + 1).await {
+                Ok(()) => {
+                    info!(broker = %inner.url.redacted(), attempts, "reconnected to broker; declarations and subscriptions restored");
+                    break;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    if attempts == 1 || attempts % 10 == 0 {
+                        warn!(broker = %inner.url.redacted(), error = %e, attempts, "broker still unavailable; retrying in {delay:?}");
+                    } else {
+                        debug!(error = %e, attempts, "reconnect failed");
+                    }
+                    tokio::select! {
+                        _ = inner.closed.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Inflight {
+    pending: Pending,
+    confirm: lapin::PublisherConfirm,
+}
+
+enum Waiter {
+    /// `from..=to` are the publishes issued since the previous settlement:
+    /// the outputs attributed to this delivery.
+    Settle { tag: u64, generation: u64, how: Settlement, from: u64 },
+    Flush(oneshot::Sender<()>),
+}
+
+/// The ordered publish/settle machinery; see the module doc.
+struct Pipeline {
+    inner: Arc<Inner>,
+    live: Option<Live>,
+    inflight: VecDeque<Inflight>,
+    /// Publishes waiting for a (new) connection, in order.
+    retry: VecDeque<Pending>,
+    /// Settlements and flushes waiting for publish `need` to be resolved.
+    waiting: VecDeque<(u64, Waiter)>,
+    /// Publishes refused by the broker and not yet attributed.
+    refused: VecDeque<u64>,
+    next_seq: u64,
+    /// Every publish with seq <= this is resolved (confirmed or refused).
+    resolved: u64,
+    last_settle_need: u64,
+    settling: FuturesUnordered<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    flush_after_settling: Vec<oneshot::Sender<()>>,
+}
+
+impl Pipeline {
+    fn new(inner: Arc<Inner>) -> Self {
+        Pipeline {
+            inner,
+            live: None,
+            inflight: VecDeque::new(),
+            retry: VecDeque::new(),
+            waiting: VecDeque::new(),
+            refused: VecDeque::new(),
+            next_seq: 1,
+            resolved: 0,
+            last_settle_need: 0,
+            settling: FuturesUnordered::new(),
+            flush_after_settling: Vec::new(),
+        }
+    }
+
+    async fn run(mut self, mut ops: mpsc::UnboundedReceiver<Op>) {
+        let mut generation = self.inner.generation.subscribe();
+        self.refresh_live().await;
+        loop {
+            tokio::select! {
+                _ = self.inner.closed.cancelled() => break,
+                op = ops.recv() => match op {
+                    Some(op) => self.on_op(op).await,
+                    None => break,
+                },
+                res = poll_fn(|cx| self.inflight.front_mut().expect("guarded").confirm.poll_unpin(cx)),
+                    if !self.inflight.is_empty() => self.on_confirm(res),
+                Some(()) = self.settling.next(), if !self.settling.is_empty() => {
+                    if self.settling.is_empty() {
+                        for tx in self.flush_after_settling.drain(..) {
+                            let _ = tx.send(());
+                        }
+                    }
+                }
+                Ok(()) = generation.changed() => self.refresh_live().await,
+            }
+        }
+        if !self.inflight.is_empty() || !self.retry.is_empty() {
+            warn!(
+                unconfirmed = self.inflight.len() + self.retry.len(),
+                "transport closed with publishes not confirmed by the broker"
+            );
+        }
+    }
+
+    async fn refresh_live(&mut self) {
+        let live = self.inner.state.lock().await.live.clone();
+        let newer = match (&live, &self.live) {
+            (Some(l), Some(old)) => l.generation > old.generation,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if newer {
+            self.live = live;
+            self.connection_replaced();
+            // Publish whatever waited for this connection, in order.
+            let retry: Vec<_> = self.retry.drain(..).collect();
+            for p in retry {
+                self.publish(p).await;
+            }
+            self.release();
+        }
+    }
+
+    /// Everything in flight on the old connection will never be confirmed
+    /// there: send it again, before anything newer.
+    fn connection_replaced(&mut self) {
+        let mut again: VecDeque<Pending> = self.inflight.drain(..).map(|i| i.pending).collect();
+        again.append(&mut self.retry);
+        self.retry = again;
+    }
+
+    fn lost(&mut self, reason: String) {
+        if let Some(live) = self.live.take() {
+            let _ = self.inner.lost.send((live.generation, reason));
+        }
+        self.connection_replaced();
+    }
+
+    async fn on_op(&mut self, op: Op) {
+        match op {
+            Op::Publish(mut p) => {
+                p.seq = self.next_seq;
+                self.next_seq += 1;
+                if self.retry.is_empty() && self.live.is_some() {
+                    self.publish(p).await;
+                } else {
+                    self.retry.push_back(p);
+                }
+            }
+            Op::Settle { tag, generation, how } => {
+                let need = self.next_seq - 1;
+                let from = self.last_settle_need + 1;
+                self.last_settle_need = need;
+                self.waiting.push_back((need, Waiter::Settle { tag, generation, how, from }));
+                self.release();
+            }
+            Op::Flush(tx) => {
+                self.waiting.push_back((self.next_seq - 1, Waiter::Flush(tx)));
+                self.release();
+            }
+        }
+    }
+
+    async fn publish(&mut self, p: Pending) {
+        let Some(live) = &self.live else {
+            self.retry.push_back(p);
+            return;
+        };
+        let props = if p.persistent {
+            BasicProperties::default().with_delivery_mode(2)
+        } else {
+            BasicProperties::default()
+        };
+        let res = live
+            .publish
+            .basic_publish(
+                p.exchange.as_str().into(),
+                p.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                p.payload.as_bytes(),
+                props,
+            )
+            .await;
+        match res {
+            Ok(confirm) => self.inflight.push_back(Inflight { pending: p, confirm }),
+            Err(e) => {
+                self.retry.push_back(p);
+                self.lost(format!("publish failed: {}", describe_err(&e)));
+            }
+        }
+    }
+
+    fn on_confirm(&mut self, res: lapin::Result<Confirmation>) {
+        match res {
+            Ok(Confirmation::Nack(_)) => {
+                let i = self.inflight.pop_front().expect("polled the front");
+                warn!(
+                    target = %if i.pending.exchange.is_empty() { &i.pending.routing_key } else { &i.pending.exchange },
+                    "broker refused a message; the input that caused it will be requeued"
+                );
+                self.refused.push_back(i.pending.seq);
+                self.resolved = i.pending.seq;
+            }
+            Ok(_) => {
+                let i = self.inflight.pop_front().expect("polled the front");
+                self.resolved = i.pending.seq;
+            }
+            Err(e) => {
+                self.lost(format!("publish not confirmed: {}", describe_err(&e)));
+                return;
+            }
+        }
+        self.release();
+    }
+
+    /// Perform every waiter whose publishes are resolved, in order.
+    fn release(&mut self) {
+        while let Some((need, _)) = self.waiting.front() {
+            if *need > self.resolved {
+                break;
+            }
+            let (need, waiter) = self.waiting.pop_front().expect("checked");
+            match waiter {
+                Waiter::Flush(tx) => {
+                    if self.settling.is_empty() {
+                        let _ = tx.send(());
+                    } else {
+                        self.flush_after_settling.push(tx);
+                    }
+                }
+                Waiter::Settle { tag, generation, mut how, from } => {
+                    while self.refused.front().is_some_and(|s| *s < from) {
+                        self.refused.pop_front();
+                    }
+                    if how == Settlement::Ack && self.refused.front().is_some_and(|s| *s <= need) {
+                        how = Settlement::Requeue;
+                    }
+                    self.settle(tag, generation, how);
+                }
+            }
+        }
+    }
+
+    fn settle(&mut self, tag: u64, generation: u64, how: Settlement) {
+        let Some(live) = &self.live else {
+            debug!(tag, "settlement while disconnected dropped; the broker requeues the delivery");
+            return;
+        };
+        if live.generation != generation {
+            debug!(tag, generation, "settlement for an earlier connection dropped; the broker requeued it");
+            return;
+        }
+        let ch = live.consume.clone();
+        self.settling.push(Box::pin(async move {
+            let res = match how {
+                Settlement::Ack => ch.basic_ack(tag, BasicAckOptions::default()).await,
+                Settlement::Nack => ch.basic_nack(tag, BasicNackOptions { requeue: false, multiple: false }).await,
+                Settlement::Requeue => ch.basic_nack(tag, BasicNackOptions { requeue: true, multiple: false }).await,
+            };
+            if let Err(e) = res {
+                debug!(tag, error = %describe_err(&e), "settlement not sent; the broker will redeliver");
+            }
+        }));
+    }
+}
+
+#[async_trait]
+impl Transport for Amqp {
+    fn describe(&self) -> String {
+        self.inner.url.redacted()
+    }
+
+    async fn declare(&self, decl: &Declaration) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        if self.inner.closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        if let Some(live) = &state.live {
+            declare_on(&live.connection, decl).await?;
+        }
+        if !state.declarations.contains(decl) {
+            state.declarations.push(decl.clone());
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, queue: &str, inport: Arc<str>, sink: mpsc::Sender<Delivery>) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        if self.inner.closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        let sub = Subscription { queue: queue.to_owned(), inport, sink };
+        if let Some(live) = state.live.clone() {
+            self.inner.start_consumer(&live, sub.clone()).await?;
+        }
+        state.subscriptions.push(sub);
+        Ok(())
+    }
+
+    async fn publish(&self, target: Target, payload: Payload, persistent: bool) -> Result<()> {
+        let permit = tokio::select! {
+            _ = self.inner.closed.cancelled() => return Err(Error::Closed),
+            p = self.inner.unconfirmed.clone().acquire_owned() => p.map_err(|_| Error::Closed)?,
+        };
+        let (exchange, routing_key) = match target {
+            Target::Exchange(x) => (x, String::new()),
+            Target::Queue(q) => (String::new(), q),
+        };
+        let p = Pending { exchange, routing_key, payload, persistent, seq: 0, _permit: permit };
+        self.inner.ops.send(Op::Publish(p)).map_err(|_| Error::Closed)
+    }
+
+    async fn announce(&self, message: Payload) -> Result<()> {
+        {
+            let state = self.inner.state.lock().await;
+            if let Some(live) = &state.live {
+                declare_discovery_queue(&live.connection).await?;
+            }
+        }
+        self.publish(Target::Queue(DISCOVERY_QUEUE.into()), message, false).await
+    }
+
+    fn generation(&self) -> watch::Receiver<u64> {
+        self.inner.generation.subscribe()
+    }
+
+    async fn flush(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.ops.send(Op::Flush(tx)).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.inner.closed.is_cancelled() {
+            return Ok(());
+        }
+        let limit = Duration::from_secs(10);
+        if tokio::time::timeout(limit, self.flush()).await.is_err() {
+            warn!("closing with publishes the broker has not confirmed within {limit:?}");
+        }
+        self.inner.closed.cancel();
+        let live = self.inner.state.lock().await.live.take();
+        if let Some(live) = live {
+            let _ = live.connection.close(200, "bye".into()).await;
+        }
+        Ok(())
+    }
+}
+
+/// The `fbp` queue as the original declares it: durable, no arguments.
+async fn declare_discovery_queue(connection: &Connection) -> Result<()> {
+    let ch = connection
+        .create_channel()
+        .await
+        .map_err(|e| Error::broker("open channel", describe_err(&e)))?;
+    let res = ch
+        .queue_declare(
+            DISCOVERY_QUEUE.into(),
+            QueueDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| declare_error(e, "queue", DISCOVERY_QUEUE, "queue durable=true".into()));
+    if ch.status().connected() {
+        let _ = ch.close(200, "declared".into()).await;
+    }
+    res
+}
+
+impl Drop for Amqp {
+    fn drop(&mut self) {
+        self.inner.closed.cancel();
+    }
+}

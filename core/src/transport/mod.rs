@@ -1,0 +1,151 @@
+//! One interface over the brokers: AMQP 0-9-1, MQTT 3.1.1 and in-process.
+//!
+//! A transport owns one broker connection and keeps it alive: it records
+//! every declaration and subscription it was asked for and replays them
+//! after a reconnect, then bumps its [`Transport::generation`] so the owner
+//! can re-announce. Publishes are queued in order with settlements, so an
+//! input is acked only after the outputs sent before its ack are confirmed.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, watch};
+
+use crate::broker::{BrokerUrl, Scheme};
+use crate::error::Result;
+use crate::message::{Delivery, Payload};
+
+pub mod amqp;
+pub mod memory;
+pub mod mqtt;
+
+/// The queue discovery messages go to (AMQP queue, MQTT topic).
+pub const DISCOVERY_QUEUE: &str = "fbp";
+
+/// The two kinds of port object a participant declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    /// Queue `Q` with dead-letter exchange `dead-Q`, plus a fanout exchange
+    /// `Q` bound to it (so sending to the "port" as an exchange works too).
+    In,
+    /// Fanout exchange `Q`.
+    Out,
+}
+
+/// A declaration to make on the broker (and to replay after reconnects).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declaration {
+    pub kind: PortKind,
+    pub queue: String,
+    /// Durable objects and persistent messages (`false`: auto-delete, transient).
+    pub persistent: bool,
+}
+
+/// Where a publish goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An outport: the fanout exchange of that name (AMQP), the topic (MQTT).
+    Exchange(String),
+    /// Straight into a queue: default exchange, routing key = queue (AMQP).
+    Queue(String),
+}
+
+impl Target {
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Exchange(n) | Target::Queue(n) => n,
+        }
+    }
+}
+
+/// Per-connection options.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// AMQP consumer prefetch (unacked deliveries in flight per consumer).
+    pub prefetch: u16,
+    /// Most unconfirmed publishes before `publish` waits (backpressure).
+    pub max_unconfirmed: usize,
+    /// Name shown in the broker's management UI.
+    pub connection_name: String,
+}
+
+/// Default prefetch. 1 is 3-5x slower; the relay benchmark (`bench/`) levels
+/// off from about 100; 256 keeps memory small with 16-byte to 64 KiB messages.
+pub const DEFAULT_PREFETCH: u16 = 256;
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            prefetch: DEFAULT_PREFETCH,
+            max_unconfirmed: 4096,
+            connection_name: "msgflo".into(),
+        }
+    }
+}
+
+/// What every broker implementation provides.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// The broker URL with the password hidden, for logs.
+    fn describe(&self) -> String;
+
+    /// Declare port objects; recorded and replayed after reconnects.
+    async fn declare(&self, decl: &Declaration) -> Result<()>;
+
+    /// Consume `queue`; deliveries, tagged with `inport`, go to `sink`.
+    /// Recorded and resumed after reconnects. Ends when `sink` is closed.
+    async fn subscribe(&self, queue: &str, inport: Arc<str>, sink: mpsc::Sender<Delivery>) -> Result<()>;
+
+    /// Publish. Returns once queued in order; confirmation is tracked by the
+    /// transport (and gates the acks issued after this call). Waits while
+    /// too many publishes are unconfirmed or the broker is away.
+    async fn publish(&self, target: Target, payload: Payload, persistent: bool) -> Result<()>;
+
+    /// Send a discovery message to `fbp`.
+    async fn announce(&self, message: Payload) -> Result<()>;
+
+    /// Connection generation: 1 after the first connect, +1 per reconnect.
+    fn generation(&self) -> watch::Receiver<u64>;
+
+    /// Wait until everything published and settled so far has reached the
+    /// broker (confirmed where the protocol confirms).
+    async fn flush(&self) -> Result<()>;
+
+    /// Flush, then close the connection. Later calls fail with `Closed`.
+    async fn close(&self) -> Result<()>;
+}
+
+/// Connect to the broker the URL names.
+pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Transport>> {
+    let parsed = BrokerUrl::parse(url)?;
+    Ok(match parsed.scheme {
+        Scheme::Amqp { .. } => Arc::new(amqp::Amqp::connect(parsed, options).await?),
+        Scheme::Mqtt { .. } => Arc::new(mqtt::Mqtt::connect(parsed, options).await?),
+        Scheme::Memory => Arc::new(memory::MemoryTransport::connect(&parsed.host)),
+    })
+}
+
+/// Exponential backoff for reconnects: 100 ms doubling to 5 s.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    next: std::time::Duration,
+}
+
+impl Backoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+    pub(crate) fn new() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    pub(crate) fn next_delay(&mut self) -> std::time::Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        d
+    }
+}

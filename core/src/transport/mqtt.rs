@@ -1,0 +1,268 @@
+//! MQTT 3.1.1 with rumqttc. Topic = queue name verbatim, discovery on `fbp`.
+//!
+//! As in the original: QoS 0, clean session, random client id, no retain.
+//! MQTT has no ack/nack and brokers cannot bind topics, so declarations are
+//! no-ops and settlements are dropped. Payload bytes are passed as received.
+//!
+//! One task polls the rumqttc event loop (it owns the socket) until
+//! `closed`: it routes incoming publishes by topic to the subscribers'
+//! channels (waiting when they are full, which backpressures the socket),
+//! and after every reconnect it re-subscribes and bumps `generation`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{Backoff, ConnectOptions, Declaration, Target, Transport, DISCOVERY_QUEUE};
+use crate::broker::{BrokerUrl, Scheme};
+use crate::error::{Error, Result};
+use crate::message::{Delivery, Message, Payload, Settle, Settlement};
+
+/// Largest packet accepted or sent (Mosquitto's own default limit is 256 MiB).
+const MAX_PACKET: usize = 256 * 1024 * 1024;
+
+type Subscribers = HashMap<String, Vec<(Arc<str>, mpsc::Sender<Delivery>)>>;
+
+/// A connection to an MQTT broker.
+pub struct Mqtt {
+    url: BrokerUrl,
+    client: AsyncClient,
+    subscribers: Arc<Mutex<Subscribers>>,
+    generation: watch::Receiver<u64>,
+    /// Fires when the event loop has sent DISCONNECT (everything queued
+    /// before it went out first).
+    disconnected: Mutex<Option<oneshot::Receiver<()>>>,
+    closed: CancellationToken,
+}
+
+struct NoSettle;
+
+impl Settle for NoSettle {
+    fn settle(&self, _tag: u64, _generation: u64, how: Settlement) {
+        if how == Settlement::Nack {
+            tracing::debug!("nack on MQTT: the protocol has no dead-letter route; message dropped");
+        }
+    }
+}
+
+fn options(url: &BrokerUrl) -> MqttOptions {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let mut o = MqttOptions::new(format!("msgflo-{}", &id[..16]), url.host.clone(), url.port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_clean_session(true);
+    o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    if let Some(user) = &url.username {
+        o.set_credentials(user.clone(), url.password.clone().unwrap_or_default());
+    }
+    if matches!(url.scheme, Scheme::Mqtt { tls: true }) {
+        // rustls needs a process-wide crypto provider; ring keeps builds lean.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        o.set_transport(rumqttc::Transport::tls_with_default_config());
+    }
+    o
+}
+
+impl Mqtt {
+    /// Connect, failing if the broker does not accept us now. After this,
+    /// a lost connection is re-established in the background.
+    pub async fn connect(url: BrokerUrl, _options: &ConnectOptions) -> Result<Self> {
+        let (client, eventloop) = AsyncClient::new(options(&url), 1024);
+        let subscribers: Arc<Mutex<Subscribers>> = Default::default();
+        let (gen_tx, gen_rx) = watch::channel(0u64);
+        let (first_tx, first_rx) = oneshot::channel();
+        let (disc_tx, disc_rx) = oneshot::channel();
+        let closed = CancellationToken::new();
+        let task = EventTask {
+            url: url.clone(),
+            client: client.clone(),
+            subscribers: subscribers.clone(),
+            generation: gen_tx,
+            closed: closed.clone(),
+        };
+        tokio::spawn(task.run(eventloop, first_tx, disc_tx));
+        match first_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => {
+                closed.cancel();
+                return Err(Error::Connection { url: url.redacted(), reason });
+            }
+            Err(_) => return Err(Error::Connection { url: url.redacted(), reason: "event loop ended".into() }),
+        }
+        Ok(Mqtt {
+            url,
+            client,
+            subscribers,
+            generation: gen_rx,
+            disconnected: Mutex::new(Some(disc_rx)),
+            closed,
+        })
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.is_cancelled() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+struct EventTask {
+    url: BrokerUrl,
+    client: AsyncClient,
+    subscribers: Arc<Mutex<Subscribers>>,
+    generation: watch::Sender<u64>,
+    closed: CancellationToken,
+}
+
+impl EventTask {
+    async fn run(self, mut eventloop: EventLoop, first: oneshot::Sender<Result<(), String>>, disconnected: oneshot::Sender<()>) {
+        let mut first = Some(first);
+        let mut disconnected = Some(disconnected);
+        let mut backoff = Backoff::new();
+        let mut down_since: Option<std::time::Instant> = None;
+        loop {
+            let event = tokio::select! {
+                _ = self.closed.cancelled() => return,
+                e = eventloop.poll() => e,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let generation = *self.generation.borrow() + 1;
+                    if generation > 1 {
+                        let topics: Vec<String> = self.subscribers.lock().unwrap().keys().cloned().collect();
+                        let client = self.client.clone();
+                        // Not awaited here: the request channel is drained by this loop.
+                        tokio::spawn(async move {
+                            for t in topics {
+                                let _ = client.subscribe(t, QoS::AtMostOnce).await;
+                            }
+                        });
+                        let away = down_since.take().map(|t| t.elapsed()).unwrap_or_default();
+                        info!(broker = %self.url.redacted(), ?away, "reconnected to broker; subscriptions restored");
+                    }
+                    backoff.reset();
+                    self.generation.send_replace(generation);
+                    if let Some(tx) = first.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let generation = *self.generation.borrow();
+                    let sinks: Vec<_> = self.subscribers.lock().unwrap().get(p.topic.as_str()).cloned().unwrap_or_default();
+                    for (inport, sink) in sinks {
+                        let msg = Message { inport, payload: Payload::new(p.payload.to_vec()), redelivered: false };
+                        let delivery = Delivery::new(msg, 0, generation, Arc::new(NoSettle));
+                        tokio::select! {
+                            _ = self.closed.cancelled() => return,
+                            _ = sink.send(delivery) => {}
+                        }
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    if let Some(tx) = disconnected.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if let Some(tx) = first.take() {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                    if disconnected.is_none() || self.closed.is_cancelled() {
+                        return; // we asked to disconnect
+                    }
+                    if down_since.is_none() {
+                        down_since = Some(std::time::Instant::now());
+                        warn!(broker = %self.url.redacted(), error = %e, "lost connection to broker; reconnecting");
+                    }
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        _ = self.closed.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for Mqtt {
+    fn describe(&self) -> String {
+        self.url.redacted()
+    }
+
+    async fn declare(&self, _decl: &Declaration) -> Result<()> {
+        self.check_open()
+    }
+
+    async fn subscribe(&self, queue: &str, inport: Arc<str>, sink: mpsc::Sender<Delivery>) -> Result<()> {
+        self.check_open()?;
+        let first = {
+            let mut subs = self.subscribers.lock().unwrap();
+            let entry = subs.entry(queue.to_owned()).or_default();
+            entry.push((inport, sink));
+            entry.len() == 1
+        };
+        if first {
+            self.client
+                .subscribe(queue, QoS::AtMostOnce)
+                .await
+                .map_err(|e| Error::broker(format!("subscribe {queue:?}"), e))?;
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, target: Target, payload: Payload, _persistent: bool) -> Result<()> {
+        self.check_open()?;
+        let topic = match target {
+            Target::Exchange(t) | Target::Queue(t) => t,
+        };
+        self.client
+            .publish(topic, QoS::AtMostOnce, false, payload.into_bytes())
+            .await
+            .map_err(|_| Error::Closed)
+    }
+
+    async fn announce(&self, message: Payload) -> Result<()> {
+        self.publish(Target::Queue(DISCOVERY_QUEUE.into()), message, false).await
+    }
+
+    fn generation(&self) -> watch::Receiver<u64> {
+        self.generation.clone()
+    }
+
+    /// QoS 0 has nothing to confirm; what is queued goes out in order and
+    /// `close` waits for it.
+    async fn flush(&self) -> Result<()> {
+        self.check_open()
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.closed.is_cancelled() {
+            return Ok(());
+        }
+        let rx = self.disconnected.lock().unwrap().take();
+        if self.client.disconnect().await.is_ok() {
+            if let Some(rx) = rx {
+                let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+            }
+        }
+        self.closed.cancel();
+        Ok(())
+    }
+}
+
+impl Drop for Mqtt {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
+}
