@@ -1,0 +1,71 @@
+//! A Repeat participant: whatever arrives on `in` is sent unchanged on `out`.
+//!
+//! `cargo run -p msgflo --example repeat -- ROLE [--broker URL]`
+//!
+//! Prints one readiness line on stdout before its first discovery message
+//! (what spawning tools wait for) and exits cleanly on SIGTERM or Ctrl-C:
+//! the message being handled is finished, unhandled ones go back to the queue.
+
+use clap::Parser;
+use msgflo::{Definition, Options, Participant, PortDef};
+
+#[derive(Parser)]
+#[command(about = "Repeat participant: forwards `in` to `out` unchanged")]
+struct Args {
+    /// Role (name in the graph); queues are ROLE.IN and ROLE.OUT.
+    role: String,
+    /// Broker URL (default: MSGFLO_BROKER, CLOUDAMQP_URL, amqp://localhost).
+    #[arg(long)]
+    broker: Option<String>,
+    /// AMQP prefetch.
+    #[arg(long, default_value_t = msgflo::transport::DEFAULT_PREFETCH)]
+    prefetch: u16,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,msgflo=info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("repeat: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> msgflo::Result<()> {
+    let def = Definition::new("Repeat")
+        .label("Repeats input on outport unchanged")
+        .inport(PortDef::new("in"))
+        .outport(PortDef::new("out"));
+    let mut options = Options { broker: args.broker, ..Default::default() };
+    options.connect.prefetch = args.prefetch;
+    let participant = Participant::connect(&def, &args.role, options).await?;
+    println!("{}({}) ready on {}", args.role, "Repeat", participant.transport().describe());
+    participant.announce().await?;
+
+    let serving = participant.clone();
+    let server = tokio::spawn(async move {
+        serving.serve(|msg| async move { Ok(vec![("out".to_string(), msg.payload)]) }).await
+    });
+    shutdown_signal().await;
+    participant.stop().await?;
+    server.await.map_err(|e| msgflo::Error::Handler(e.to_string()))??;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
