@@ -79,6 +79,7 @@ async fn declarations_match_the_contract() {
     d.ack().unwrap();
 
     p.stop().await.unwrap();
+    raw.cleanup(&[&cfg], &[&cfg, &format!("{role}.STATUS")]).await;
     cleanup(&raw, &role).await;
 }
 

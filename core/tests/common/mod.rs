@@ -78,9 +78,10 @@ impl Raw {
         q
     }
 
+    /// Publish persistently to a queue via the default exchange.
     pub async fn send_to_queue(&self, queue: &str, body: &[u8]) {
         self.ch
-            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, BasicProperties::default())
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, BasicProperties::default().with_delivery_mode(2))
             .await
             .unwrap();
     }
@@ -182,7 +183,11 @@ pub struct RawMqtt {
 
 impl RawMqtt {
     pub async fn connect(topics: &[&str]) -> RawMqtt {
-        let url = url::Url::parse(&mqtt_url()).unwrap();
+        Self::connect_to(&mqtt_url(), topics).await
+    }
+
+    pub async fn connect_to(url: &str, topics: &[&str]) -> RawMqtt {
+        let url = url::Url::parse(url).unwrap();
         let mut o = rumqttc::MqttOptions::new(unique("raw"), url.host_str().unwrap(), url.port().unwrap_or(1883));
         o.set_max_packet_size(64 << 20, 64 << 20);
         let (client, mut el) = rumqttc::AsyncClient::new(o, 100);

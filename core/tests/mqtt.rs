@@ -1,0 +1,96 @@
+//! Participants on a real Mosquitto: discovery on `fbp`, topics = queues,
+//! payload bytes unchanged. Every test uses its own role.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use msgflo::{Definition, ErrorCode, Options, Participant, PortDef};
+
+const T: Duration = Duration::from_secs(10);
+
+fn repeat_def() -> Definition {
+    Definition::new("Repeat").inport(PortDef::new("in")).outport(PortDef::new("out"))
+}
+
+async fn start_repeat(role: &str, opts: Options) -> (Participant, tokio::task::JoinHandle<msgflo::Result<()>>) {
+    let p = Participant::start(&repeat_def(), role, opts).await.unwrap();
+    let p2 = p.clone();
+    let h = tokio::spawn(async move { p2.serve(|m| async move { Ok(vec![("out".to_string(), m.payload)]) }).await });
+    (p, h)
+}
+
+#[tokio::test]
+async fn discovery_on_fbp_with_heartbeat() {
+    init_logs();
+    let mut raw = RawMqtt::connect(&["fbp"]).await;
+    let role = unique("mdisc");
+    let opts = Options { heartbeat: Some(Duration::from_millis(300)), ..Options::broker(mqtt_url()) };
+    let (p, _h) = start_repeat(&role, opts).await;
+    let mut ids = Vec::new();
+    while ids.len() < 3 {
+        let body = raw.next_on("fbp", T).await;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if v["payload"]["role"] != role.as_str() {
+            continue;
+        }
+        let mut keys: Vec<_> = v["payload"].as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, ["component", "icon", "id", "inports", "label", "outports", "role"]);
+        assert_eq!(v["payload"]["inports"][0]["queue"], format!("{role}.IN"));
+        ids.push(v["payload"]["id"].clone());
+    }
+    assert!(ids.iter().all(|i| *i == ids[0]));
+    assert_eq!(ids[0], p.info().id.as_str());
+    p.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn payload_bytes_pass_unchanged() {
+    init_logs();
+    let role = unique("mrt");
+    let out = format!("{role}.OUT");
+    let mut raw = RawMqtt::connect(&[&out]).await;
+    let (p, h) = start_repeat(&role, Options::broker(mqtt_url())).await;
+    let large: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    let bodies: Vec<Vec<u8>> = vec![
+        br#"{"temperature": 22.3}"#.to_vec(),
+        b"not json at all".to_vec(),
+        vec![0xff, 0x00, 0xc3, 0x28],
+        large,
+    ];
+    for b in &bodies {
+        raw.publish(&format!("{role}.IN"), b).await;
+        assert_eq!(&raw.next_on(&out, T).await, b);
+    }
+    p.stop().await.unwrap();
+    h.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn explicit_queue_names_are_topics_verbatim() {
+    init_logs();
+    let role = unique("mq");
+    let topic_in = format!("devices/{role}/set");
+    let topic_out = format!("devices/{role}/state");
+    let def = Definition::new("Repeat")
+        .inport(PortDef::new("in").with_queue(&topic_in))
+        .outport(PortDef::new("out").with_queue(&topic_out));
+    let mut raw = RawMqtt::connect(&[&topic_out]).await;
+    let p = Participant::start(&def, &role, Options::broker(mqtt_url())).await.unwrap();
+    raw.publish(&topic_in, b"1").await;
+    let d = p.recv_batch_timeout(1, T).await.pop().expect("delivery");
+    assert_eq!(d.inport(), "in");
+    p.send("out", d.payload().clone()).await.unwrap();
+    d.ack().unwrap();
+    assert_eq!(raw.next_on(&topic_out, T).await, b"1");
+    assert_eq!(p.send("nope", "x").await.unwrap_err().code(), ErrorCode::UnknownPort);
+    p.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_broker_is_a_connection_error() {
+    let e = Participant::connect(&repeat_def(), "x", Options::broker("mqtt://127.0.0.1:1")).await.err().unwrap();
+    assert_eq!(e.code(), ErrorCode::Connection);
+}

@@ -1,0 +1,194 @@
+//! The broker goes away and comes back: participants reconnect, re-declare,
+//! re-subscribe, re-announce, and lose nothing.
+//!
+//! The AMQP test restarts the shared RabbitMQ app (`rabbitmqctl stop_app;
+//! start_app`, about 2 s); cargo runs test binaries one after another, so
+//! this binary is the only one talking to RabbitMQ meanwhile. The MQTT test
+//! runs its own Mosquitto on a free loopback port and restarts that.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use msgflo::{Definition, Options, Participant, PortDef};
+
+const T: Duration = Duration::from_secs(30);
+
+fn repeat_def() -> Definition {
+    Definition::new("Repeat").inport(PortDef::new("in")).outport(PortDef::new("out"))
+}
+
+fn rabbitmqctl(arg: &str) {
+    let st = Command::new("rabbitmqctl").arg(arg).output().expect("run rabbitmqctl");
+    assert!(st.status.success(), "rabbitmqctl {arg}: {}", String::from_utf8_lossy(&st.stderr));
+}
+
+#[tokio::test]
+async fn amqp_broker_restart() {
+    init_logs();
+    let role = unique("reconn");
+    let in_q = format!("{role}.IN");
+    let opts = Options { heartbeat: Some(Duration::from_secs(3600)), ..Options::broker(amqp_url()) };
+    let p = Participant::start(&repeat_def(), &role, opts.clone()).await.unwrap();
+    let mut generation = p.transport().generation();
+    assert_eq!(*generation.borrow_and_update(), 1);
+
+    // A durable queue bound to the outport survives the restart, as does a
+    // second participant's unacked delivery (it must come back).
+    let raw = Raw::connect().await;
+    let sink = unique("sink");
+    raw.ch
+        .queue_declare(sink.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+        .await
+        .unwrap();
+    raw.ch.queue_bind(sink.as_str().into(), format!("{role}.OUT").as_str().into(), "".into(), Default::default(), FieldTable::default()).await.unwrap();
+    raw.send_to_queue(&in_q, b"\"before\"").await;
+    let d = p.recv_batch_timeout(1, T).await.pop().expect("before restart");
+    assert_eq!(d.payload().as_bytes(), b"\"before\"");
+    drop(raw);
+
+    rabbitmqctl("stop_app");
+    // Sent while the broker is away: held, then published after reconnect.
+    let p2 = p.clone();
+    let during = tokio::spawn(async move { p2.send("out", "\"during\"").await });
+    rabbitmqctl("start_app");
+    rabbitmqctl("await_startup");
+
+    tokio::time::timeout(T, generation.changed()).await.expect("reconnected").unwrap();
+    assert_eq!(*generation.borrow(), 2);
+    during.await.unwrap().expect("send while away succeeds once back");
+
+    // The unacked delivery from before is redelivered; acking the stale one
+    // is harmless.
+    d.ack().expect("stale ack is accepted and dropped");
+    let again = p.recv_batch_timeout(1, T).await.pop().expect("redelivered");
+    assert_eq!(again.payload().as_bytes(), b"\"before\"");
+    assert!(again.message().redelivered);
+    p.send("out", again.payload().clone()).await.unwrap();
+    again.ack().unwrap();
+
+    // Re-announced after reconnecting (heartbeat is an hour away).
+    let raw = Raw::connect().await;
+    eventually("re-announce on fbp", T, || async {
+        while let Some(m) = raw.try_get("fbp").await {
+            let v: serde_json::Value = serde_json::from_slice(&m.delivery.data).unwrap_or_default();
+            if v["payload"]["role"] == role.as_str() {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await;
+
+    // Declarations and subscription restored: new input flows.
+    raw.send_to_queue(&in_q, b"\"after\"").await;
+    let d = p.recv_batch_timeout(1, T).await.pop().expect("after restart");
+    p.send("out", d.payload().clone()).await.unwrap();
+    d.ack().unwrap();
+    p.transport().flush().await.unwrap();
+
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(raw.get(&sink, T).await.delivery.data);
+    }
+    got.sort();
+    assert_eq!(got, vec![b"\"after\"".to_vec(), b"\"before\"".to_vec(), b"\"during\"".to_vec()]);
+    p.stop().await.unwrap();
+    assert_eq!(raw.depth(&in_q).await, 0);
+    raw.cleanup(&[&in_q, &sink], &[&in_q, &format!("{role}.OUT")]).await;
+}
+
+/// A private Mosquitto on a free loopback port.
+struct Mosquitto {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Mosquitto {
+    fn start() -> Mosquitto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(unique("mosq"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("m.conf"), format!("listener {port} 127.0.0.1\nallow_anonymous true\n")).unwrap();
+        let mut m = Mosquitto { port, dir, child: None };
+        m.run();
+        m
+    }
+
+    fn run(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.join("m.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto installed (the test script installs it)");
+        self.child = Some(child);
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn mqtt_broker_restart() {
+    init_logs();
+    let mut broker = Mosquitto::start();
+    let role = unique("mreconn");
+    let (in_t, out_t) = (format!("{role}.IN"), format!("{role}.OUT"));
+    let p = Participant::start(&repeat_def(), &role, Options::broker(broker.url())).await.unwrap();
+    let p2 = p.clone();
+    let h = tokio::spawn(async move { p2.serve(|m| async move { Ok(vec![("out".to_string(), m.payload)]) }).await });
+    let mut generation = p.transport().generation();
+    generation.borrow_and_update();
+
+    let mut raw = RawMqtt::connect_to(&broker.url(), &[&out_t]).await;
+    raw.publish(&in_t, b"1").await;
+    assert_eq!(raw.next_on(&out_t, T).await, b"1");
+
+    broker.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.run();
+    tokio::time::timeout(T, generation.changed()).await.expect("reconnected").unwrap();
+
+    let mut raw = RawMqtt::connect_to(&broker.url(), &[&out_t]).await;
+    // Re-subscription happens right after CONNACK; retry until it is active.
+    let start = std::time::Instant::now();
+    let got = loop {
+        assert!(start.elapsed() < T, "no output after reconnect");
+        raw.publish(&in_t, b"2").await;
+        if let Ok(Some((t, b))) = tokio::time::timeout(Duration::from_millis(300), raw.rx.recv()).await {
+            if t == out_t {
+                break b;
+            }
+        }
+    };
+    assert_eq!(got, b"2");
+    p.stop().await.unwrap();
+    h.await.unwrap().unwrap();
+}
