@@ -1,0 +1,159 @@
+//! Interoperability with the original msgflo-nodejs 0.11.1 on the same
+//! broker: both declare the same queues without a 406, and data flows both
+//! ways between an original participant and ours.
+//!
+//! Needs `npm ci --prefix interop` (the test script does it). A missing
+//! install is a failure, not a skip, unless MSGFLO_SKIP_INTEROP=1.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use msgflo::transport::{self, ConnectOptions, Declaration, PortKind};
+use msgflo::{Definition, Options, Participant, PortDef};
+
+const T: Duration = Duration::from_secs(20);
+
+fn interop_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../interop/node_modules/msgflo-nodejs");
+    if dir.join("bin/msgflo-nodejs").exists() {
+        return Some(dir);
+    }
+    if std::env::var("MSGFLO_SKIP_INTEROP").as_deref() == Ok("1") {
+        eprintln!("skipping interop test: MSGFLO_SKIP_INTEROP=1");
+        return None;
+    }
+    panic!("msgflo-nodejs is not installed: run `npm ci --prefix interop` (or set MSGFLO_SKIP_INTEROP=1)");
+}
+
+/// An original msgflo-nodejs Repeat participant, killed on drop.
+struct NodeRepeat(Child);
+
+impl NodeRepeat {
+    fn start(dir: &std::path::Path, role: &str, broker: &str) -> NodeRepeat {
+        let mut child = Command::new("node")
+            .arg(dir.join("bin/msgflo-nodejs"))
+            .args(["--name", role, "--broker", broker])
+            .arg(dir.join("examples/Repeat.coffee"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node is installed");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(T).expect("msgflo-nodejs printed its start line");
+        assert!(line.contains(role), "{line}");
+        NodeRepeat(child)
+    }
+
+    fn alive(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for NodeRepeat {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Ours: `in` -> `out`, and `back` -> `done`.
+fn relay_def(queues: Option<(&str, &str)>) -> Definition {
+    let (mut out, mut back) = (PortDef::new("out"), PortDef::new("back"));
+    if let Some((o, b)) = queues {
+        out = out.with_queue(o);
+        back = back.with_queue(b);
+    }
+    Definition::new("Relay").inport(PortDef::new("in")).inport(back).outport(out).outport(PortDef::new("done"))
+}
+
+fn serve_relay(p: &Participant) -> tokio::task::JoinHandle<msgflo::Result<()>> {
+    let p = p.clone();
+    tokio::spawn(async move {
+        p.serve(|m| async move {
+            let port = if &*m.inport == "in" { "out" } else { "done" };
+            Ok(vec![(port.to_string(), m.payload)])
+        })
+        .await
+    })
+}
+
+#[tokio::test]
+async fn amqp_original_and_ours_share_a_broker() {
+    init_logs();
+    let Some(dir) = interop_dir() else { return };
+    let url = amqp_url();
+    let n = unique("orig");
+    let r = unique("ours");
+    let mut node = NodeRepeat::start(&dir, &n, &url);
+
+    // Our declarations of the original's queues are identical: no 406.
+    let t = transport::connect(&url, &ConnectOptions::default()).await.unwrap();
+    for (kind, q) in [(PortKind::In, format!("{n}.IN")), (PortKind::Out, format!("{n}.OUT"))] {
+        t.declare(&Declaration { kind, queue: q, persistent: true }).await.expect("same declaration as msgflo-nodejs");
+    }
+    t.close().await.unwrap();
+
+    let p = Participant::start(&relay_def(None), &r, Options::broker(&url)).await.unwrap();
+    let h = serve_relay(&p);
+    let raw = Raw::connect().await;
+    // ours.OUT -> orig.IN, orig.OUT -> ours.BACK (pubsub bindings)
+    for (src, tgt) in [(format!("{r}.OUT"), format!("{n}.IN")), (format!("{n}.OUT"), format!("{r}.BACK"))] {
+        raw.ch.queue_bind(tgt.as_str().into(), src.as_str().into(), "".into(), Default::default(), Default::default()).await.unwrap();
+    }
+    let done = raw.tap(&format!("{r}.DONE")).await;
+    raw.send_to_queue(&format!("{r}.IN"), br#"{"hello":"world","n":[1,2]}"#).await;
+    let got = raw.get(&done, T).await.delivery.data;
+    let v: serde_json::Value = serde_json::from_slice(&got).unwrap();
+    assert_eq!(v, serde_json::json!({"hello":"world","n":[1,2]}));
+
+    // The original declares our queues without a 406 (it would crash).
+    let mut node2 = NodeRepeat::start(&dir, &r, &url);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(node2.alive(), "msgflo-nodejs accepted our declarations");
+    assert!(node.alive());
+    drop(node2);
+    drop(node); // before deleting its queues (it crashes on a cancelled consumer)
+
+    p.stop().await.unwrap();
+    h.await.unwrap().unwrap();
+    let (ri, rb, ni) = (format!("{r}.IN"), format!("{r}.BACK"), format!("{n}.IN"));
+    raw.cleanup(
+        &[&ri, &rb, &ni],
+        &[&ri, &rb, &ni, &format!("{r}.OUT"), &format!("{r}.DONE"), &format!("{n}.OUT")],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn mqtt_original_and_ours_exchange_data() {
+    init_logs();
+    let Some(dir) = interop_dir() else { return };
+    let url = mqtt_url();
+    let n = unique("morig");
+    let r = unique("mours");
+    let _node = NodeRepeat::start(&dir, &n, &url);
+    // MQTT cannot bind topics: wire by naming the original's topics.
+    let (n_in, n_out) = (format!("{n}.IN"), format!("{n}.OUT"));
+    let p = Participant::start(&relay_def(Some((&n_in, &n_out))), &r, Options::broker(&url)).await.unwrap();
+    let h = serve_relay(&p);
+    let done = format!("{r}.DONE");
+    let mut raw = RawMqtt::connect(&[&done]).await;
+    raw.publish(&format!("{r}.IN"), br#"{"temperature":22.3}"#).await;
+    let v: serde_json::Value = serde_json::from_slice(&raw.next_on(&done, T).await).unwrap();
+    assert_eq!(v, serde_json::json!({"temperature":22.3}));
+    p.stop().await.unwrap();
+    h.await.unwrap().unwrap();
+}
