@@ -508,7 +508,17 @@ impl Pipeline {
             tokio::select! {
                 _ = self.inner.closed.cancelled() => break,
                 op = ops.recv() => match op {
-                    Some(op) => self.on_op(op).await,
+                    Some(op) => {
+                        self.on_op(op).await;
+                        // Take what else is queued without another trip
+                        // through select (a relay queues publish+ack pairs).
+                        for _ in 0..256 {
+                            match ops.try_recv() {
+                                Ok(op) => self.on_op(op).await,
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => break,
                 },
                 res = poll_fn(|cx| self.inflight.front_mut().expect("guarded").confirm.poll_unpin(cx)),

@@ -1,0 +1,327 @@
+//! Relay throughput: a msgflo participant against a raw client doing the
+//! same work with the same settings, in one run, on the same broker.
+//!
+//! "Relay" = consume, trivial callback, publish, ack: what a participant
+//! does. 16-byte JSON messages by default.
+//!
+//! - AMQP: the input queue is filled first, then the relay is started and
+//!   timed until the N-th output reaches a sink queue bound to its outport.
+//!   Both relays use prefetch P, publisher confirms, persistent messages,
+//!   and ack an input only after its output is confirmed.
+//! - MQTT: QoS 0 (as the original). A publisher sends N messages while the
+//!   relay runs; timed from the first publish to the N-th output at the
+//!   sink (or until outputs stop for 2 s; losses are reported).
+//!
+//! Rounds alternate raw and participant; the best round of each counts.
+
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use futures_util::StreamExt;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use msgflo::{Definition, Options, Participant, PortDef};
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Proto {
+    Amqp,
+    Mqtt,
+    Both,
+}
+
+#[derive(Parser)]
+#[command(about = "Relay throughput: msgflo participant vs raw client relay")]
+struct Args {
+    #[arg(long, value_enum, default_value = "both")]
+    proto: Proto,
+    #[arg(long, default_value = "amqp://127.0.0.1:5672")]
+    amqp: String,
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    mqtt: String,
+    /// Messages per round.
+    #[arg(long, default_value_t = 20000)]
+    messages: usize,
+    /// Rounds per relay (alternating).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// AMQP prefetch for both relays.
+    #[arg(long, default_value_t = msgflo::transport::DEFAULT_PREFETCH)]
+    prefetch: u16,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 16)]
+    size: usize,
+}
+
+fn payload(size: usize) -> Vec<u8> {
+    // A JSON string of exactly `size` bytes (minimum 2).
+    let inner = size.saturating_sub(2);
+    format!("\"{}\"", "x".repeat(inner)).into_bytes()
+}
+
+fn unique(p: &str) -> String {
+    format!("bench-{p}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if args.proto != Proto::Mqtt {
+        amqp_bench(&args).await;
+    }
+    if args.proto != Proto::Amqp {
+        mqtt_bench(&args).await;
+    }
+}
+
+fn report(label: &str, raw: &[f64], ours: &[f64]) {
+    let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+    let (r, o) = (best(raw), best(ours));
+    let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
+    println!("{label}: raw relay      {r:>9.0} msg/s  (rounds: {})", fmt(raw));
+    println!("{label}: participant    {o:>9.0} msg/s  (rounds: {})", fmt(ours));
+    println!("{label}: ratio participant/raw = {:.2}", o / r);
+}
+
+/// A running relay of either kind.
+enum Relay {
+    Raw(tokio::task::JoinHandle<()>),
+    Participant(Participant, tokio::task::JoinHandle<msgflo::Result<()>>),
+}
+
+impl Relay {
+    fn participant(p: Participant) -> Relay {
+        let p2 = p.clone();
+        let h = tokio::spawn(async move { p2.serve(|m| async move { Ok(vec![("out".to_string(), m.payload)]) }).await });
+        Relay::Participant(p, h)
+    }
+
+    async fn stop(self) {
+        match self {
+            Relay::Raw(h) => h.abort(),
+            Relay::Participant(p, h) => {
+                p.stop().await.unwrap();
+                h.await.unwrap().unwrap();
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- AMQP
+
+async fn amqp_bench(args: &Args) {
+    let conn = Connection::connect(&args.amqp, ConnectionProperties::default()).await.expect("connect to RabbitMQ");
+    let ch = conn.create_channel().await.unwrap();
+    println!(
+        "AMQP relay, {} messages of {} bytes, prefetch {}, confirms, persistent, ack after confirm",
+        args.messages, args.size, args.prefetch
+    );
+    let (mut raw, mut ours) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        for which in [false, true] {
+            let rate = amqp_round(&conn, &ch, args, which).await;
+            eprintln!("  round {} {}: {rate:.0} msg/s", round + 1, if which { "participant" } else { "raw" });
+            if which { ours.push(rate) } else { raw.push(rate) }
+        }
+    }
+    report("AMQP", &raw, &ours);
+}
+
+async fn declare_inport(ch: &lapin::Channel, q: &str) {
+    let mut args = FieldTable::default();
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(format!("dead-{q}").into()));
+    ch.queue_declare(q.into(), QueueDeclareOptions { durable: true, ..Default::default() }, args).await.unwrap();
+}
+
+async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, participant: bool) -> f64 {
+    let role = unique("relay");
+    let (in_q, out_x) = (format!("{role}.IN"), format!("{role}.OUT"));
+    let sink = unique("sink");
+    declare_inport(ch, &in_q).await;
+    ch.exchange_declare(out_x.as_str().into(), ExchangeKind::Fanout, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+        .await
+        .unwrap();
+    ch.queue_declare(sink.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+    ch.queue_bind(sink.as_str().into(), out_x.as_str().into(), "".into(), Default::default(), FieldTable::default()).await.unwrap();
+
+    // Fill the input queue.
+    let fill = conn.create_channel().await.unwrap();
+    fill.confirm_select(Default::default()).await.unwrap();
+    let body = payload(args.size);
+    for _ in 0..args.messages {
+        let _ = fill
+            .basic_publish("".into(), in_q.as_str().into(), Default::default(), &body, BasicProperties::default().with_delivery_mode(2))
+            .await
+            .unwrap();
+    }
+    fill.wait_for_confirms().await.unwrap();
+
+    let sink_ch = conn.create_channel().await.unwrap();
+    let mut sink_consumer = sink_ch
+        .basic_consume(sink.as_str().into(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .await
+        .unwrap();
+
+    let start = Instant::now();
+    let relay = if participant {
+        let def = Definition::new("Relay").inport(PortDef::new("in")).outport(PortDef::new("out"));
+        let mut opts = Options::broker(args.amqp.clone());
+        opts.connect.prefetch = args.prefetch;
+        Relay::participant(Participant::start(&def, &role, opts).await.unwrap())
+    } else {
+        let url = args.amqp.clone();
+        let (in_q, out_x, prefetch) = (in_q.clone(), out_x.clone(), args.prefetch);
+        Relay::Raw(tokio::spawn(async move { raw_amqp_relay(&url, &in_q, &out_x, prefetch).await }))
+    };
+    let mut n = 0;
+    while n < args.messages {
+        match tokio::time::timeout(Duration::from_secs(30), sink_consumer.next()).await {
+            Ok(Some(Ok(_))) => n += 1,
+            _ => panic!("relay stalled after {n} messages"),
+        }
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    relay.stop().await;
+    let _ = ch.queue_delete(in_q.as_str().into(), Default::default()).await;
+    let _ = ch.queue_delete(sink.as_str().into(), Default::default()).await;
+    for x in [&in_q, &out_x] {
+        let _ = ch.exchange_delete(x.as_str().into(), Default::default()).await;
+    }
+    // Let the aborted relay's connection close before the next round.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rate
+}
+
+/// The baseline: lapin used directly, same settings as the participant.
+async fn raw_amqp_relay(url: &str, in_q: &str, out_x: &str, prefetch: u16) {
+    let conn = Connection::connect(url, ConnectionProperties::default()).await.unwrap();
+    let ch_in = conn.create_channel().await.unwrap();
+    ch_in.basic_qos(prefetch, Default::default()).await.unwrap();
+    let ch_out = conn.create_channel().await.unwrap();
+    ch_out.confirm_select(Default::default()).await.unwrap();
+    let mut consumer = ch_in.basic_consume(in_q.into(), "".into(), Default::default(), FieldTable::default()).await.unwrap();
+    while let Some(Ok(d)) = consumer.next().await {
+        let confirm = ch_out
+            .basic_publish(out_x.into(), "".into(), Default::default(), &d.data, BasicProperties::default().with_delivery_mode(2))
+            .await
+            .unwrap();
+        let ch = ch_in.clone();
+        tokio::spawn(async move {
+            if confirm.await.map(|c| c.is_ack()).unwrap_or(false) {
+                let _ = ch.basic_ack(d.delivery_tag, Default::default()).await;
+            }
+        });
+    }
+    drop(conn);
+}
+
+// ---------------------------------------------------------------- MQTT
+
+fn mqtt_client(url: &str, cap: usize) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let u = url::Url::parse(url).unwrap();
+    let mut o = rumqttc::MqttOptions::new(unique("c"), u.host_str().unwrap(), u.port().unwrap_or(1883));
+    o.set_keep_alive(Duration::from_secs(30));
+    rumqttc::AsyncClient::new(o, cap)
+}
+
+/// Poll an event loop forever, sending incoming publishes (topic, payload) to `tx`.
+fn spawn_loop(mut el: rumqttc::EventLoop, tx: tokio::sync::mpsc::Sender<Vec<u8>>, subacked: tokio::sync::oneshot::Sender<()>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut subacked = Some(subacked);
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    if tx.send(p.payload.to_vec()).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    if let Some(s) = subacked.take() {
+                        let _ = s.send(());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("mqtt: {e}"),
+            }
+        }
+    })
+}
+
+async fn mqtt_bench(args: &Args) {
+    println!("MQTT relay, {} messages of {} bytes, QoS 0", args.messages, args.size);
+    let (mut raw, mut ours) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        for which in [false, true] {
+            let (rate, got) = mqtt_round(args, which).await;
+            eprintln!("  round {} {}: {rate:.0} msg/s ({got}/{} delivered)", round + 1, if which { "participant" } else { "raw" }, args.messages);
+            if which { ours.push(rate) } else { raw.push(rate) }
+        }
+    }
+    report("MQTT", &raw, &ours);
+}
+
+async fn mqtt_round(args: &Args, participant: bool) -> (f64, usize) {
+    let role = unique("mrelay");
+    let (in_t, out_t) = (format!("{role}.IN"), format!("{role}.OUT"));
+
+    let (sink, sink_el) = mqtt_client(&args.mqtt, 1024);
+    let (stx, mut srx) = tokio::sync::mpsc::channel(4096);
+    let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
+    let sink_task = spawn_loop(sink_el, stx, ack_tx);
+    sink.subscribe(&out_t, rumqttc::QoS::AtMostOnce).await.unwrap();
+    ack_rx.await.unwrap();
+
+    let relay = if participant {
+        let def = Definition::new("Relay").inport(PortDef::new("in")).outport(PortDef::new("out"));
+        Relay::participant(Participant::start(&def, &role, Options::broker(args.mqtt.clone())).await.unwrap())
+    } else {
+        let (client, el) = mqtt_client(&args.mqtt, 1024);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
+        let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
+        let el_task = spawn_loop(el, tx, ack_tx);
+        client.subscribe(&in_t, rumqttc::QoS::AtMostOnce).await.unwrap();
+        ack_rx.await.unwrap();
+        let out_t = out_t.clone();
+        Relay::Raw(tokio::spawn(async move {
+            while let Some(body) = rx.recv().await {
+                client.publish(&out_t, rumqttc::QoS::AtMostOnce, false, body).await.unwrap();
+            }
+            el_task.abort();
+        }))
+    };
+    // Both relays subscribe before they return/are spawned with a SUBACK;
+    // give the participant's subscription the same guarantee.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let (publisher, pub_el) = mqtt_client(&args.mqtt, 1024);
+    let (ptx, _prx) = tokio::sync::mpsc::channel(1);
+    let (pack, _) = tokio::sync::oneshot::channel();
+    let pub_task = spawn_loop(pub_el, ptx, pack);
+    let body = payload(args.size);
+    let start = Instant::now();
+    let n = args.messages;
+    let in_t2 = in_t.clone();
+    let send = tokio::spawn(async move {
+        for _ in 0..n {
+            publisher.publish(&in_t2, rumqttc::QoS::AtMostOnce, false, body.clone()).await.unwrap();
+        }
+    });
+    let mut got = 0;
+    let mut last = start;
+    while got < n {
+        match tokio::time::timeout(Duration::from_secs(2), srx.recv()).await {
+            Ok(Some(_)) => {
+                got += 1;
+                last = Instant::now();
+            }
+            _ => break,
+        }
+    }
+    let rate = got as f64 / last.duration_since(start).as_secs_f64();
+    let _ = send.await;
+    relay.stop().await;
+    pub_task.abort();
+    sink_task.abort();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (rate, got)
+}
