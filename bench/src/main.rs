@@ -59,6 +59,16 @@ fn payload(size: usize) -> Vec<u8> {
     format!("\"{}\"", "x".repeat(inner)).into_bytes()
 }
 
+/// CPU time (user + system) this process has used, from /proc (10 ms ticks).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the ")" that ends the command name; utime and stime are
+    // fields 14 and 15 of the whole line, i.e. 12 and 13 after it.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    if f.len() > 13 { (f[11] + f[12]) / 100.0 } else { 0.0 }
+}
+
 fn unique(p: &str) -> String {
     format!("bench-{p}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
 }
@@ -163,6 +173,7 @@ async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, partici
         .unwrap();
 
     let start = Instant::now();
+    let cpu0 = cpu_seconds();
     let relay = if participant {
         let def = Definition::new("Relay").inport(PortDef::new("in")).outport(PortDef::new("out"));
         let mut opts = Options::broker(args.amqp.clone());
@@ -181,6 +192,8 @@ async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, partici
         }
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    eprintln!("    bench process CPU (relay + sink): {:.1} us/msg", cpu * 1e6 / n as f64);
     relay.stop().await;
     let _ = ch.queue_delete(in_q.as_str().into(), Default::default()).await;
     let _ = ch.queue_delete(sink.as_str().into(), Default::default()).await;

@@ -182,13 +182,18 @@ impl Participant {
     /// Wait for at least one delivery, then take up to `max` that are ready.
     /// Empty once stopped.
     pub async fn recv_batch(&self, max: usize) -> Vec<Delivery> {
+        if self.shared.stop.is_cancelled() {
+            return Vec::new();
+        }
         let mut rx = tokio::select! {
-            _ = self.shared.stop.cancelled() => return Vec::new(),
+            biased;
             rx = self.shared.deliveries.lock() => rx,
+            _ = self.shared.stop.cancelled() => return Vec::new(),
         };
         let first = tokio::select! {
-            _ = self.shared.stop.cancelled() => return Vec::new(),
+            biased;
             d = rx.recv() => d,
+            _ = self.shared.stop.cancelled() => return Vec::new(),
         };
         let mut out: Vec<Delivery> = first.into_iter().collect();
         while out.len() < max.max(1) {

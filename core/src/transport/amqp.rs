@@ -331,10 +331,13 @@ impl Inner {
         let closed = self.closed.clone();
         tokio::spawn(async move {
             loop {
+                // Biased, hot branch first: the others are only polled
+                // (and register wakers) when no delivery is ready.
                 let next = tokio::select! {
+                    biased;
+                    n = consumer.next() => n,
                     _ = closed.cancelled() => return,
                     _ = sub.sink.closed() => return,
-                    n = consumer.next() => n,
                 };
                 match next {
                     Some(Ok(d)) => {
@@ -506,7 +509,7 @@ impl Pipeline {
         self.refresh_live().await;
         loop {
             tokio::select! {
-                _ = self.inner.closed.cancelled() => break,
+                biased;
                 op = ops.recv() => match op {
                     Some(op) => {
                         self.on_op(op).await;
@@ -522,7 +525,17 @@ impl Pipeline {
                     None => break,
                 },
                 res = poll_fn(|cx| self.inflight.front_mut().expect("guarded").confirm.poll_unpin(cx)),
-                    if !self.inflight.is_empty() => self.on_confirm(res),
+                    if !self.inflight.is_empty() => {
+                    self.on_confirm(res);
+                    // Confirms come in bursts (the broker acks many at once):
+                    // take every one already resolved before selecting again.
+                    while let Some(front) = self.inflight.front_mut() {
+                        match (&mut front.confirm).now_or_never() {
+                            Some(res) => self.on_confirm(res),
+                            None => break,
+                        }
+                    }
+                }
                 Some(()) = self.settling.next(), if !self.settling.is_empty() => {
                     if self.settling.is_empty() {
                         for tx in self.flush_after_settling.drain(..) {
@@ -531,6 +544,7 @@ impl Pipeline {
                     }
                 }
                 Ok(()) = generation.changed() => self.refresh_live().await,
+                _ = self.inner.closed.cancelled() => break,
             }
         }
         if !self.inflight.is_empty() || !self.retry.is_empty() {
@@ -737,9 +751,13 @@ impl Transport for Amqp {
     }
 
     async fn publish(&self, target: Target, payload: Payload, persistent: bool) -> Result<()> {
+        if self.inner.closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
         let permit = tokio::select! {
-            _ = self.inner.closed.cancelled() => return Err(Error::Closed),
+            biased;
             p = self.inner.unconfirmed.clone().acquire_owned() => p.map_err(|_| Error::Closed)?,
+            _ = self.inner.closed.cancelled() => return Err(Error::Closed),
         };
         let (exchange, routing_key) = match target {
             Target::Exchange(x) => (x, String::new()),

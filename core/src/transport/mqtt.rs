@@ -129,8 +129,9 @@ impl EventTask {
         let mut down_since: Option<std::time::Instant> = None;
         loop {
             let event = tokio::select! {
-                _ = self.closed.cancelled() => return,
+                biased;
                 e = eventloop.poll() => e,
+                _ = self.closed.cancelled() => return,
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -160,8 +161,9 @@ impl EventTask {
                         let msg = Message { inport, payload: Payload::new(p.payload.to_vec()), redelivered: false };
                         let delivery = Delivery::new(msg, 0, generation, Arc::new(NoSettle));
                         tokio::select! {
-                            _ = self.closed.cancelled() => return,
+                            biased;
                             _ = sink.send(delivery) => {}
+                            _ = self.closed.cancelled() => return,
                         }
                     }
                 }
