@@ -309,6 +309,11 @@ impl Participant {
         s.transport.close().await
     }
 
+    /// Whether `stop` was called (or the participant dropped).
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stop.is_cancelled()
+    }
+
     /// Resolves once the participant is stopped.
     pub async fn stopped(&self) {
         self.shared.stop.cancelled().await

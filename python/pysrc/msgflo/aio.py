@@ -1,0 +1,86 @@
+"""asyncio API: ``async for msg in participant``, explicit ack/nack.
+
+Deliveries cross from the core in batches on a worker thread (one
+awaitable per batch, not per message); the GIL is released while waiting.
+
+    async with await msgflo.aio.connect(definition, "repeat") as p:
+        async for msg in p:
+            await p.send("out", msg.buffer)
+            msg.ack()
+"""
+
+import asyncio
+import functools
+
+from . import _msgflo
+from .message import Message, encode
+from .participant import BATCH, _core_definition, normalize_definition
+
+
+class AsyncParticipant(object):
+    def __init__(self, core, definition):
+        self._core = core
+        self.definition = definition
+
+    @property
+    def id(self):
+        return self._core.id
+
+    @property
+    def role(self):
+        return self._core.role
+
+    @property
+    def broker(self):
+        return self._core.broker
+
+    async def _call(self, fn, *args):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(fn, *args))
+
+    async def announce(self):
+        await self._call(self._core.announce)
+
+    async def recv_batch(self, max=BATCH, timeout=None):
+        """Up to ``max`` messages; waits up to ``timeout`` s for the first."""
+        batch = await self._call(self._core.recv_batch, max, timeout)
+        return [Message(d.payload, d.inport, d) for d in batch]
+
+    def __aiter__(self):
+        return self._messages()
+
+    async def _messages(self):
+        while True:
+            batch = await self.recv_batch(BATCH, 0.5)
+            if not batch and self._core.stopped:
+                return
+            for m in batch:
+                yield m
+
+    async def send(self, port, data):
+        """Publish (bytes as they are, anything else as JSON). Returns at
+        once unless 4096 publishes are unconfirmed (backpressure)."""
+        self._core.send(port, encode(data))
+
+    async def stop(self):
+        await self._call(self._core.stop)
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.stop()
+
+
+async def connect(definition, role, broker=None, prefetch=None, heartbeat=None, announce=True):
+    """Connect a participant; announce it unless ``announce=False`` (then
+    call ``await p.announce()`` after printing a readiness line)."""
+    d = normalize_definition(definition, role, component=definition.get("component"))
+    loop = asyncio.get_running_loop()
+    core = await loop.run_in_executor(
+        None, functools.partial(_msgflo.CoreParticipant.connect, _core_definition(d), role, broker, prefetch, heartbeat)
+    )
+    p = AsyncParticipant(core, d)
+    if announce:
+        await p.announce()
+    return p

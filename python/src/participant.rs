@@ -1,0 +1,140 @@
+//! A participant, driven from Python. Mirrors `core/src/participant.rs`.
+//!
+//! Every call that can wait releases the GIL; `recv_batch` waits in short
+//! slices so Ctrl-C and signal handlers run promptly.
+
+use std::time::{Duration, Instant};
+
+use msgflo::{Definition, Options, Participant};
+use pyo3::prelude::*;
+
+use crate::error::{to_py, usage};
+use crate::message::CoreDelivery;
+use crate::runtime;
+
+/// How long `recv_batch` waits before looking at pending signals.
+const SIGNAL_SLICE: Duration = Duration::from_millis(100);
+
+#[pyclass(name = "CoreParticipant", module = "msgflo._msgflo", frozen)]
+pub struct CoreParticipant {
+    inner: Participant,
+    /// The process that created it: its tasks live in that process's runtime.
+    pid: u32,
+}
+
+impl CoreParticipant {
+    fn check_process(&self) -> PyResult<()> {
+        if self.pid != std::process::id() {
+            return Err(usage(
+                "this participant was created before fork(); it belongs to the parent process. \
+                 Create participants in the child (or use multiprocessing's 'spawn' start method)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl CoreParticipant {
+    /// Connect, declare every port, subscribe; nothing announced yet.
+    #[staticmethod]
+    #[pyo3(signature = (definition_json, role, broker = None, prefetch = None, heartbeat = None))]
+    fn connect(
+        py: Python<'_>,
+        definition_json: &str,
+        role: &str,
+        broker: Option<String>,
+        prefetch: Option<u16>,
+        heartbeat: Option<f64>,
+    ) -> PyResult<Self> {
+        let definition = Definition::from_json(definition_json).map_err(to_py)?;
+        let mut options = Options { broker, ..Default::default() };
+        if let Some(p) = prefetch {
+            options.connect.prefetch = p;
+        }
+        if let Some(h) = heartbeat {
+            if !(h.is_finite() && h > 0.0) {
+                return Err(usage(format!("heartbeat must be a positive number of seconds, not {h}")));
+            }
+            options.heartbeat = Some(Duration::from_secs_f64(h));
+        }
+        let rt = runtime::get();
+        let inner = py
+            .detach(|| rt.block_on(Participant::connect(&definition, role, options)))
+            .map_err(to_py)?;
+        Ok(CoreParticipant { inner, pid: std::process::id() })
+    }
+
+    /// Send the first discovery message and start the heartbeat.
+    fn announce(&self, py: Python<'_>) -> PyResult<()> {
+        self.check_process()?;
+        py.detach(|| runtime::get().block_on(self.inner.announce())).map_err(to_py)
+    }
+
+    /// The discovery payload (JSON text): id, role, component, ports, queues.
+    #[getter]
+    fn discovery(&self) -> String {
+        self.inner.info().discovery_payload().to_string()
+    }
+
+    #[getter]
+    fn id(&self) -> &str {
+        &self.inner.info().id
+    }
+
+    #[getter]
+    fn role(&self) -> &str {
+        self.inner.role()
+    }
+
+    /// The broker URL, password hidden.
+    #[getter]
+    fn broker(&self) -> String {
+        self.inner.transport().describe()
+    }
+
+    #[getter]
+    fn stopped(&self) -> bool {
+        self.inner.is_stopped()
+    }
+
+    /// Up to `max` deliveries: waits for the first one up to `timeout`
+    /// seconds (None: until one arrives or the participant stops). Empty on
+    /// timeout or once stopped.
+    #[pyo3(signature = (max, timeout = None))]
+    fn recv_batch(&self, py: Python<'_>, max: usize, timeout: Option<f64>) -> PyResult<Vec<CoreDelivery>> {
+        self.check_process()?;
+        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        let rt = runtime::get();
+        loop {
+            let slice = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()).min(SIGNAL_SLICE),
+                None => SIGNAL_SLICE,
+            };
+            let batch = py.detach(|| rt.block_on(self.inner.recv_batch_timeout(max, slice)));
+            if !batch.is_empty() {
+                return Ok(batch.into_iter().map(|inner| CoreDelivery { inner }).collect());
+            }
+            if self.inner.is_stopped() || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Vec::new());
+            }
+            py.check_signals()?;
+        }
+    }
+
+    /// Publish `payload` on an outport. Raises UsageError (UNKNOWN_PORT) for
+    /// a port the definition does not have.
+    fn send(&self, py: Python<'_>, port: &str, payload: Vec<u8>) -> PyResult<()> {
+        self.check_process()?;
+        py.detach(|| runtime::get().block_on(self.inner.send(port, payload))).map_err(to_py)
+    }
+
+    /// Stop receiving, requeue what was not handled, wait for outputs and
+    /// acks to reach the broker, close.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        if self.pid != std::process::id() {
+            return Ok(()); // the parent's connection; nothing to do here
+        }
+        py.detach(|| runtime::get().block_on(self.inner.stop())).map_err(to_py)
+    }
+}
