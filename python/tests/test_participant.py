@@ -1,0 +1,265 @@
+"""The msgflo-python compatible API on both brokers."""
+
+import builtins
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import msgflo
+from conftest import AMQP, EXAMPLES, MQTT, Driver, role_names, unique
+
+
+class Repeat(msgflo.Participant):
+    def __init__(self, role):
+        d = {"component": "PythonRepeat", "label": "Repeat input data without change"}
+        msgflo.Participant.__init__(self, d, role)
+
+    def process(self, inport, msg):
+        self.send("out", msg.data)
+        self.ack(msg)
+
+
+class Picky(msgflo.Participant):
+    """Doubles numbers; raises on anything else."""
+
+    def __init__(self, role):
+        d = {"component": "Picky", "outports": [{"id": "out"}, {"id": "error"}]}
+        msgflo.Participant.__init__(self, d, role)
+
+    def process(self, inport, msg):
+        self.send("out", msg.data * 2 if isinstance(msg.data, int) else 1 / 0)
+        self.ack(msg)
+
+
+def start(cls, broker, role):
+    engine = msgflo.Engine(cls(role), broker=broker)
+    engine.announce()
+    return engine.start()
+
+
+def test_repeat_json_text_binary(broker, cleanup):
+    role = unique("pyrep")
+    cleanup(role_names(role, "in", "out"))
+    engine = start(Repeat, broker, role)
+    assert engine.participant.definition["inports"][0]["queue"] == role + ".IN"
+    drv = Driver(broker, role, role + ".IN", [role + ".OUT"])
+    try:
+        drv.send(b'{"a": [1, 2.5, "x"]}')
+        assert json.loads(drv.receive(role + ".OUT")) == {"a": [1, 2.5, "x"]}
+        drv.send(b"plain text")  # not JSON: msg.data is the bytes, sent as they are
+        assert drv.receive(role + ".OUT") == b"plain text"
+        drv.send(bytes([0, 255, 254, 1]))
+        assert drv.receive(role + ".OUT") == bytes([0, 255, 254, 1])
+    finally:
+        drv.stop()
+        engine.stop()
+
+
+def test_exception_nacks_sends_error_and_keeps_running(cleanup):
+    role = unique("pypicky")
+    cleanup(role_names(role, "in", "out", "error") + ["dead-" + role + ".IN"])
+    engine = start(Picky, AMQP, role)
+    drv = Driver(AMQP, role, role + ".IN", [role + ".OUT", role + ".ERROR", "dead-" + role + ".IN"])
+    try:
+        drv.send(b'"not a number"')
+        drv.send(b"21")
+        got = {}
+        for _ in range(3):
+            batch = drv.core.recv_batch(1, 10.0)
+            assert batch
+            got[batch[0].inport] = batch[0].payload
+            batch[0].ack()
+        assert got["o0"] == b"42"
+        assert "ZeroDivisionError" in json.loads(got["o1"])["error"]
+        assert got["o2"] == b'"not a number"'  # nacked: dead-lettered
+    finally:
+        drv.stop()
+        engine.stop()
+
+
+def test_errors_are_native_with_codes(cleanup):
+    role = unique("pyerr")
+    cleanup(role_names(role, "in", "out"))
+    engine = start(Repeat, AMQP, role)
+    try:
+        with pytest.raises(msgflo.UsageError) as e:
+            engine.participant.send("nope", 1)
+        assert e.value.code == "UNKNOWN_PORT"
+    finally:
+        engine.stop()
+    with pytest.raises(msgflo.UsageError) as e:
+        msgflo.Engine(Repeat("x"), broker="http://nope")
+    assert e.value.code == "INVALID_URL"
+    with pytest.raises(msgflo.ConnectionError) as e:
+        msgflo.Engine(Repeat("x"), broker="amqp://127.0.0.1:1")
+    assert e.value.code == "CONNECTION"
+    assert isinstance(e.value, builtins.ConnectionError) and isinstance(e.value, msgflo.Error)
+
+
+def test_second_ack_is_an_error_not_a_crash(broker, cleanup):
+    role = unique("pyack")
+    cleanup(role_names(role, "in", "out"))
+    seen = []
+
+    class Twice(Repeat):
+        def process(self, inport, msg):
+            self.ack(msg)
+            try:
+                self.ack(msg)
+            except msgflo.UsageError as e:
+                seen.append(e.code)
+            self.send("out", msg.data)
+
+    engine = start(Twice, broker, role)
+    drv = Driver(broker, role, role + ".IN", [role + ".OUT"])
+    try:
+        drv.send(b"1")
+        assert drv.receive(role + ".OUT") == b"1"
+        drv.send(b"2")
+        assert drv.receive(role + ".OUT") == b"2"
+        assert seen == ["ALREADY_COMPLETED", "ALREADY_COMPLETED"]
+    finally:
+        drv.stop()
+        engine.stop()
+
+
+def test_slash_naming_keeps_original_python_queues(cleanup):
+    role = unique("pyslash")
+    cleanup(["%s/in" % role, "%s/out" % role, "dead-%s/in" % role])
+
+    class Old(Repeat):
+        queue_naming = "slash"
+
+    engine = start(Old, MQTT, role)
+    drv = Driver(MQTT, role, role + "/in", [role + "/out"])
+    try:
+        drv.send(b'"x"')
+        assert drv.receive(role + "/out") == b'"x"'
+    finally:
+        drv.stop()
+        engine.stop()
+
+
+def _spawn(args, broker):
+    env = dict(os.environ, MSGFLO_BROKER=broker)
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=EXAMPLES)
+
+
+@pytest.mark.parametrize("how", ["main", "cli"])
+def test_process_readiness_line_and_sigterm(how, broker, cleanup):
+    role = unique("pyproc")
+    cleanup(role_names(role, "in", "out"))
+    repeat = os.path.join(EXAMPLES, "repeat.py")
+    if how == "main":
+        args = [sys.executable, repeat, role]
+    else:
+        args = [sys.executable, "-m", "msgflo.cli", repeat, role]
+    proc = _spawn(args, broker)
+    try:
+        line = proc.stdout.readline().decode()
+        assert role in line and "PythonRepeat" in line, line
+        drv = Driver(broker, role, role + ".IN", [role + ".OUT"])
+        drv.send(b'{"n": 1}')
+        assert json.loads(drv.receive(role + ".OUT")) == {"n": 1}
+        drv.stop()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_iips_are_processed(cleanup):
+    role = unique("pyiip")
+    cleanup(role_names(role, "in", "out"))
+    drv = Driver(MQTT, role, role + ".IN", [role + ".OUT"])
+    proc = _spawn([sys.executable, os.path.join(EXAMPLES, "repeat.py"), role, "--iips", '{"in": {"hello": 1}}'], MQTT)
+    try:
+        assert json.loads(drv.receive(role + ".OUT")) == {"hello": 1}
+    finally:
+        drv.stop()
+        proc.kill()
+        proc.wait()
+
+
+def test_gil_released_while_waiting(cleanup):
+    role = unique("pygil")
+    cleanup(role_names(role, "in", "out"))
+    engine = msgflo.Engine(Repeat(role), broker=MQTT)
+    stop = threading.Event()
+    count = [0]
+
+    def spin():
+        while not stop.is_set():
+            count[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    before = count[0]
+    assert engine.core.recv_batch(10, 0.5) == []
+    during = count[0] - before
+    stop.set()
+    t.join()
+    engine.stop()
+    assert during > 10000, "other Python threads ran while recv_batch waited (%d)" % during
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() only")
+def test_fork_refuses_inherited_and_allows_new(cleanup):
+    role = unique("pyfork")
+    cleanup(role_names(role, "in", "out") + role_names(role + "c", "in", "out"))
+    engine = msgflo.Engine(Repeat(role), broker=AMQP)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            try:
+                engine.core.send("out", b"1")
+            except msgflo.UsageError:
+                child = msgflo.Engine(Repeat(role + "c"), broker=AMQP)
+                child.participant.send("out", 1)
+                child.stop()
+                code = 0
+        finally:
+            os.write(w, bytes([code]))
+            os._exit(code)
+    os.close(w)
+    result = os.read(r, 1)
+    os.waitpid(pid, 0)
+    engine.stop()
+    assert result == bytes([0])
+
+
+def test_asyncio_api():
+    import asyncio
+
+    async def scenario():
+        role = unique("pyaio")
+        d = {"component": "Upper", "inports": [{"id": "in"}], "outports": [{"id": "out"}]}
+        p = await msgflo.aio.connect(d, role, broker=MQTT)
+        drv = Driver(MQTT, role, role + ".IN", [role + ".OUT"])
+        for i in range(5):
+            drv.send(b"abc%d" % i)
+        got = []
+        async with p:
+            async for msg in p:
+                await p.send("out", msg.buffer.upper())
+                msg.ack()
+                got.append(msg.inport)
+                if len(got) == 5:
+                    break
+        outs = sorted(drv.receive(role + ".OUT") for _ in range(5))
+        drv.stop()
+        return got, outs
+
+    got, outs = asyncio.run(scenario())
+    assert got == ["in"] * 5
+    assert outs == [b"ABC%d" % i for i in range(5)]
