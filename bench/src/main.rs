@@ -51,6 +51,38 @@ struct Args {
     /// Payload size in bytes.
     #[arg(long, default_value_t = 16)]
     size: usize,
+    /// Also measure a relay process: `LABEL=COMMAND ARGS...`; the role is
+    /// appended, MSGFLO_BROKER set, and timing starts at its first stdout
+    /// line. Repeatable.
+    #[arg(long = "external", value_name = "LABEL=COMMAND")]
+    externals: Vec<String>,
+}
+
+/// What relays a round: the baseline, our in-process participant, or a process.
+#[derive(Clone)]
+enum Kind {
+    Raw,
+    Participant,
+    External { label: String, command: Vec<String> },
+}
+
+impl Kind {
+    fn label(&self) -> &str {
+        match self {
+            Kind::Raw => "raw relay",
+            Kind::Participant => "participant",
+            Kind::External { label, .. } => label,
+        }
+    }
+
+    fn all(args: &Args) -> Vec<Kind> {
+        let mut kinds = vec![Kind::Raw, Kind::Participant];
+        for e in &args.externals {
+            let (label, cmd) = e.split_once('=').expect("--external LABEL=COMMAND");
+            kinds.push(Kind::External { label: label.to_owned(), command: cmd.split_whitespace().map(str::to_owned).collect() });
+        }
+        kinds
+    }
 }
 
 fn payload(size: usize) -> Vec<u8> {
@@ -84,19 +116,45 @@ async fn main() {
     }
 }
 
-fn report(label: &str, raw: &[f64], ours: &[f64]) {
+fn report(proto: &str, kinds: &[Kind], rates: &[Vec<f64>]) {
     let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
-    let (r, o) = (best(raw), best(ours));
     let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
-    println!("{label}: raw relay      {r:>9.0} msg/s  (rounds: {})", fmt(raw));
-    println!("{label}: participant    {o:>9.0} msg/s  (rounds: {})", fmt(ours));
-    println!("{label}: ratio participant/raw = {:.2}", o / r);
+    for (k, r) in kinds.iter().zip(rates) {
+        println!("{proto}: {:<22} {:>9.0} msg/s  (rounds: {})", k.label(), best(r), fmt(r));
+    }
+    let (raw, ours) = (best(&rates[0]), best(&rates[1]));
+    println!("{proto}: ratio participant/raw relay = {:.2}", ours / raw);
+    for (k, r) in kinds.iter().zip(rates).skip(2) {
+        println!("{proto}: ratio {}/participant = {:.2}, {}/raw relay = {:.2}", k.label(), best(r) / ours, k.label(), best(r) / raw);
+    }
+}
+
+/// Start a relay process and wait for its readiness line.
+async fn spawn_external(command: &[String], role: &str, broker: &str) -> tokio::process::Child {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .arg(role)
+        .env("MSGFLO_BROKER", broker)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
+        Ok(Ok(Some(_))) => {}
+        other => panic!("{command:?} printed no readiness line: {other:?}"),
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
 }
 
 /// A running relay of either kind.
 enum Relay {
     Raw(tokio::task::JoinHandle<()>),
     Participant(Participant, tokio::task::JoinHandle<msgflo::Result<()>>),
+    External(tokio::process::Child),
 }
 
 impl Relay {
@@ -113,6 +171,9 @@ impl Relay {
                 p.stop().await.unwrap();
                 h.await.unwrap().unwrap();
             }
+            Relay::External(mut c) => {
+                let _ = c.kill().await;
+            }
         }
     }
 }
@@ -126,15 +187,16 @@ async fn amqp_bench(args: &Args) {
         "AMQP relay, {} messages of {} bytes, prefetch {}, confirms, persistent, ack after confirm",
         args.messages, args.size, args.prefetch
     );
-    let (mut raw, mut ours) = (Vec::new(), Vec::new());
+    let kinds = Kind::all(args);
+    let mut rates = vec![Vec::new(); kinds.len()];
     for round in 0..args.rounds {
-        for which in [false, true] {
-            let rate = amqp_round(&conn, &ch, args, which).await;
-            eprintln!("  round {} {}: {rate:.0} msg/s", round + 1, if which { "participant" } else { "raw" });
-            if which { ours.push(rate) } else { raw.push(rate) }
+        for (i, kind) in kinds.iter().enumerate() {
+            let rate = amqp_round(&conn, &ch, args, kind).await;
+            eprintln!("  round {} {}: {rate:.0} msg/s", round + 1, kind.label());
+            rates[i].push(rate);
         }
     }
-    report("AMQP", &raw, &ours);
+    report("AMQP", &kinds, &rates);
 }
 
 async fn declare_inport(ch: &lapin::Channel, q: &str) {
@@ -143,7 +205,7 @@ async fn declare_inport(ch: &lapin::Channel, q: &str) {
     ch.queue_declare(q.into(), QueueDeclareOptions { durable: true, ..Default::default() }, args).await.unwrap();
 }
 
-async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, participant: bool) -> f64 {
+async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, kind: &Kind) -> f64 {
     let role = unique("relay");
     let (in_q, out_x) = (format!("{role}.IN"), format!("{role}.OUT"));
     let sink = unique("sink");
@@ -172,17 +234,25 @@ async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, partici
         .await
         .unwrap();
 
-    let start = Instant::now();
+    let mut start = Instant::now();
     let cpu0 = cpu_seconds();
-    let relay = if participant {
-        let def = Definition::new("Relay").inport(PortDef::new("in")).outport(PortDef::new("out"));
-        let mut opts = Options::broker(args.amqp.clone());
-        opts.connect.prefetch = args.prefetch;
-        Relay::participant(Participant::start(&def, &role, opts).await.unwrap())
-    } else {
-        let url = args.amqp.clone();
-        let (in_q, out_x, prefetch) = (in_q.clone(), out_x.clone(), args.prefetch);
-        Relay::Raw(tokio::spawn(async move { raw_amqp_relay(&url, &in_q, &out_x, prefetch).await }))
+    let relay = match kind {
+        Kind::Participant => {
+            let def = Definition::new("Relay").inport(PortDef::new("in")).outport(PortDef::new("out"));
+            let mut opts = Options::broker(args.amqp.clone());
+            opts.connect.prefetch = args.prefetch;
+            Relay::participant(Participant::start(&def, &role, opts).await.unwrap())
+        }
+        Kind::Raw => {
+            let url = args.amqp.clone();
+            let (in_q, out_x, prefetch) = (in_q.clone(), out_x.clone(), args.prefetch);
+            Relay::Raw(tokio::spawn(async move { raw_amqp_relay(&url, &in_q, &out_x, prefetch).await }))
+        }
+        Kind::External { command, .. } => {
+            let child = spawn_external(command, &role, &args.amqp).await;
+            start = Instant::now();
+            Relay::External(child)
+        }
     };
     let mut n = 0;
     while n < args.messages {
@@ -192,8 +262,10 @@ async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, partici
         }
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu0;
-    eprintln!("    bench process CPU (relay + sink): {:.1} us/msg", cpu * 1e6 / n as f64);
+    if !matches!(kind, Kind::External { .. }) {
+        let cpu = cpu_seconds() - cpu0;
+        eprintln!("    bench process CPU (relay + sink): {:.1} us/msg", cpu * 1e6 / n as f64);
+    }
     relay.stop().await;
     let _ = ch.queue_delete(in_q.as_str().into(), Default::default()).await;
     let _ = ch.queue_delete(sink.as_str().into(), Default::default()).await;
@@ -262,18 +334,19 @@ fn spawn_loop(mut el: rumqttc::EventLoop, tx: tokio::sync::mpsc::Sender<Vec<u8>>
 
 async fn mqtt_bench(args: &Args) {
     println!("MQTT relay, {} messages of {} bytes, QoS 0", args.messages, args.size);
-    let (mut raw, mut ours) = (Vec::new(), Vec::new());
+    let kinds = Kind::all(args);
+    let mut rates = vec![Vec::new(); kinds.len()];
     for round in 0..args.rounds {
-        for which in [false, true] {
-            let (rate, got) = mqtt_round(args, which).await;
-            eprintln!("  round {} {}: {rate:.0} msg/s ({got}/{} delivered)", round + 1, if which { "participant" } else { "raw" }, args.messages);
-            if which { ours.push(rate) } else { raw.push(rate) }
+        for (i, kind) in kinds.iter().enumerate() {
+            let (rate, got) = mqtt_round(args, kind).await;
+            eprintln!("  round {} {}: {rate:.0} msg/s ({got}/{} delivered)", round + 1, kind.label(), args.messages);
+            rates[i].push(rate);
         }
     }
-    report("MQTT", &raw, &ours);
+    report("MQTT", &kinds, &rates);
 }
 
-async fn mqtt_round(args: &Args, participant: bool) -> (f64, usize) {
+async fn mqtt_round(args: &Args, kind: &Kind) -> (f64, usize) {
     let role = unique("mrelay");
     let (in_t, out_t) = (format!("{role}.IN"), format!("{role}.OUT"));
 
@@ -284,7 +357,9 @@ async fn mqtt_round(args: &Args, participant: bool) -> (f64, usize) {
     sink.subscribe(&out_t, rumqttc::QoS::AtMostOnce).await.unwrap();
     ack_rx.await.unwrap();
 
-    let relay = if participant {
+    let relay = if let Kind::External { command, .. } = kind {
+        Relay::External(spawn_external(command, &role, &args.mqtt).await)
+    } else if matches!(kind, Kind::Participant) {
         let def = Definition::new("Relay").inport(PortDef::new("in")).outport(PortDef::new("out"));
         Relay::participant(Participant::start(&def, &role, Options::broker(args.mqtt.clone())).await.unwrap())
     } else {

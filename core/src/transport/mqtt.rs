@@ -29,11 +29,16 @@ const MAX_PACKET: usize = 256 * 1024 * 1024;
 
 type Subscribers = HashMap<String, Vec<(Arc<str>, mpsc::Sender<Delivery>)>>;
 
+/// Waiters for SUBACKs, in the order the SUBSCRIBEs were queued (the broker
+/// answers in order). Cleared on reconnect: those subscriptions are redone.
+type SubAckWaiters = Arc<Mutex<std::collections::VecDeque<oneshot::Sender<()>>>>;
+
 /// A connection to an MQTT broker.
 pub struct Mqtt {
     url: BrokerUrl,
     client: AsyncClient,
     subscribers: Arc<Mutex<Subscribers>>,
+    subacks: SubAckWaiters,
     generation: watch::Receiver<u64>,
     /// Fires when the event loop has sent DISCONNECT (everything queued
     /// before it went out first).
@@ -74,6 +79,7 @@ impl Mqtt {
     pub async fn connect(url: BrokerUrl, _options: &ConnectOptions) -> Result<Self> {
         let (client, eventloop) = AsyncClient::new(options(&url), 1024);
         let subscribers: Arc<Mutex<Subscribers>> = Default::default();
+        let subacks: SubAckWaiters = Default::default();
         let (gen_tx, gen_rx) = watch::channel(0u64);
         let (first_tx, first_rx) = oneshot::channel();
         let (disc_tx, disc_rx) = oneshot::channel();
@@ -82,6 +88,7 @@ impl Mqtt {
             url: url.clone(),
             client: client.clone(),
             subscribers: subscribers.clone(),
+            subacks: subacks.clone(),
             generation: gen_tx,
             closed: closed.clone(),
         };
@@ -98,6 +105,7 @@ impl Mqtt {
             url,
             client,
             subscribers,
+            subacks,
             generation: gen_rx,
             disconnected: Mutex::new(Some(disc_rx)),
             closed,
@@ -117,6 +125,7 @@ struct EventTask {
     url: BrokerUrl,
     client: AsyncClient,
     subscribers: Arc<Mutex<Subscribers>>,
+    subacks: SubAckWaiters,
     generation: watch::Sender<u64>,
     closed: CancellationToken,
 }
@@ -139,10 +148,17 @@ impl EventTask {
                     if generation > 1 {
                         let topics: Vec<String> = self.subscribers.lock().unwrap().keys().cloned().collect();
                         let client = self.client.clone();
+                        let subacks = self.subacks.clone();
+                        // Waiters of the lost connection: their topics are in
+                        // `topics` and get subscribed again right here.
+                        subacks.lock().unwrap().clear();
                         // Not awaited here: the request channel is drained by this loop.
                         tokio::spawn(async move {
                             for t in topics {
-                                let _ = client.subscribe(t, QoS::AtMostOnce).await;
+                                let (tx, _rx) = oneshot::channel();
+                                let mut waiting = subacks.lock().unwrap();
+                                waiting.push_back(tx);
+                                let _ = client.try_subscribe(t, QoS::AtMostOnce);
                             }
                         });
                         let away = down_since.take().map(|t| t.elapsed()).unwrap_or_default();
@@ -165,6 +181,11 @@ impl EventTask {
                             _ = sink.send(delivery) => {}
                             _ = self.closed.cancelled() => return,
                         }
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(tx) = self.subacks.lock().unwrap().pop_front() {
+                        let _ = tx.send(());
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
@@ -215,10 +236,24 @@ impl Transport for Mqtt {
             entry.len() == 1
         };
         if first {
-            self.client
-                .subscribe(queue, QoS::AtMostOnce)
-                .await
-                .map_err(|e| Error::broker(format!("subscribe {queue:?}"), e))?;
+            // Wait for the SUBACK, so that "connected" means messages sent
+            // from now on arrive (QoS 0 drops what has no subscriber yet).
+            let (tx, rx) = oneshot::channel();
+            {
+                // Queue the waiter and the request under one lock, so the
+                // waiter order is the SUBSCRIBE order.
+                let mut waiting = self.subacks.lock().unwrap();
+                waiting.push_back(tx);
+                self.client
+                    .try_subscribe(queue, QoS::AtMostOnce)
+                    .map_err(|e| Error::broker(format!("subscribe {queue:?}"), e))?;
+            }
+            match tokio::time::timeout(Duration::from_secs(30), rx).await {
+                Ok(_) => {} // acked, or the connection was replaced and it is redone
+                Err(_) => {
+                    return Err(Error::Timeout(Duration::from_secs(30), format!("SUBACK for {queue:?}")));
+                }
+            }
         }
         Ok(())
     }
