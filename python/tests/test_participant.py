@@ -159,7 +159,8 @@ def test_process_readiness_line_and_sigterm(how, broker, cleanup):
     if how == "main":
         args = [sys.executable, repeat, role]
     else:
-        args = [sys.executable, "-m", "msgflo.cli", repeat, role]
+        # The console script installed with the package.
+        args = [os.path.join(os.path.dirname(sys.executable), "msgflo-python"), repeat, role]
     proc = _spawn(args, broker)
     try:
         line = proc.stdout.readline().decode()
@@ -187,6 +188,15 @@ def test_iips_are_processed(cleanup):
         drv.stop()
         proc.kill()
         proc.wait()
+
+
+def test_engine_is_a_context_manager():
+    with msgflo.Engine(Repeat(unique("pyctx")), broker=MQTT) as engine:
+        assert not engine.core.stopped
+    assert engine.core.stopped
+    with pytest.raises(msgflo.UsageError) as e:
+        engine.core.send("out", b"1")
+    assert e.value.code == "CLOSED"
 
 
 def test_gil_released_while_waiting(cleanup):

@@ -183,6 +183,12 @@ class Engine(object):
         self._thread.start()
         return self
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
     def stop(self):
         self.core.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
