@@ -226,6 +226,16 @@ impl Participant {
         }
     }
 
+    /// Send without waiting: `Ok(false)` when the send would have to wait
+    /// (backpressure: too many unconfirmed, or the broker is away); nothing
+    /// was sent then. For hosts whose thread must not block (Node).
+    pub fn try_send(&self, outport: &str, payload: impl Into<Payload>) -> Result<bool> {
+        match self.send(outport, payload).now_or_never() {
+            Some(result) => result.map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// Run `handler` on every delivery until stopped. Outputs are sent, then
     /// the input is acked (and the ack reaches the broker only after they are
     /// confirmed). A failure, a panic, or an output to an unknown port nacks

@@ -263,3 +263,26 @@ async fn outputs_are_confirmed_before_the_input_is_acked() {
     assert_eq!(raw.depth(&format!("{role}.IN")).await, 0);
     cleanup(&raw, &role).await;
 }
+
+#[tokio::test]
+async fn bind_and_unbind_make_a_pubsub_edge() {
+    init_logs();
+    let (a, b) = (unique("bind-a"), unique("bind-b"));
+    let pa = Participant::start(&repeat_def(), &a, options()).await.unwrap();
+    let pb = Participant::start(&repeat_def(), &b, options()).await.unwrap();
+    let (a_out, b_in) = (format!("{a}.OUT"), format!("{b}.IN"));
+    pa.transport().bind(&a_out, &b_in).await.unwrap();
+    pa.send("out", "1").await.unwrap();
+    let d = pb.recv_batch_timeout(1, T).await.pop().expect("through the edge");
+    assert_eq!(d.payload().as_bytes(), b"1");
+    d.ack().unwrap();
+    pa.transport().unbind(&a_out, &b_in).await.unwrap();
+    pa.send("out", "2").await.unwrap();
+    pa.transport().flush().await.unwrap();
+    assert!(pb.recv_batch_timeout(1, Duration::from_millis(300)).await.is_empty(), "edge removed");
+    pa.stop().await.unwrap();
+    pb.stop().await.unwrap();
+    let raw = Raw::connect().await;
+    cleanup(&raw, &a).await;
+    cleanup(&raw, &b).await;
+}

@@ -94,3 +94,12 @@ async fn unreachable_broker_is_a_connection_error() {
     let e = Participant::connect(&repeat_def(), "x", Options::broker("mqtt://127.0.0.1:1")).await.err().unwrap();
     assert_eq!(e.code(), ErrorCode::Connection);
 }
+
+#[tokio::test]
+async fn bind_is_refused_with_a_clear_error() {
+    let p = Participant::start(&repeat_def(), &unique("mbind"), Options::broker(mqtt_url())).await.unwrap();
+    let e = p.transport().bind("a", "b").await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Broker);
+    assert!(e.to_string().contains("cannot bind"));
+    p.stop().await.unwrap();
+}

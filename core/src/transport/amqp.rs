@@ -178,59 +178,6 @@ impl Amqp {
         Ok(Amqp { inner })
     }
 
-    /// Delete a queue (tests and tools). Not recorded for replay.
-    pub async fn delete_queue(&self, queue: &str) -> Result<u32> {
-        self.with_channel(|ch| async move {
-            ch.queue_delete(queue.into(), Default::default()).await
-        })
-        .await
-        .map_err(|e| Error::broker(format!("delete queue {queue:?}"), describe_err(&e)))
-    }
-
-    /// Delete an exchange (tests and tools). Not recorded for replay.
-    pub async fn delete_exchange(&self, exchange: &str) -> Result<()> {
-        self.with_channel(|ch| async move {
-            ch.exchange_delete(exchange.into(), Default::default()).await
-        })
-        .await
-        .map_err(|e| Error::broker(format!("delete exchange {exchange:?}"), describe_err(&e)))
-    }
-
-    /// Declare a plain durable queue and bind it to a fanout exchange
-    /// (used to observe an exchange, e.g. a dead-letter route).
-    pub async fn bind_queue(&self, queue: &str, exchange: &str) -> Result<()> {
-        self.with_channel(|ch| async move {
-            ch.exchange_declare(exchange.into(), ExchangeKind::Fanout, durable_exchange(true), FieldTable::default())
-                .await?;
-            ch.queue_bind(queue.into(), exchange.into(), "".into(), QueueBindOptions::default(), FieldTable::default())
-                .await
-        })
-        .await
-        .map_err(|e| Error::broker(format!("bind {queue:?} to {exchange:?}"), describe_err(&e)))
-    }
-
-    /// Take one message from a queue (basic.get with ack), if any.
-    pub async fn get(&self, queue: &str) -> Result<Option<Vec<u8>>> {
-        self.with_channel(|ch| async move {
-            let got = ch.basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true }).await?;
-            Ok(got.map(|m| m.delivery.data))
-        })
-        .await
-        .map_err(|e| Error::broker(format!("get from {queue:?}"), describe_err(&e)))
-    }
-
-    /// Messages ready in a queue (passive declare).
-    pub async fn queue_depth(&self, queue: &str) -> Result<u32> {
-        self.with_channel(|ch| async move {
-            let q = ch
-                .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-                .await?;
-            Ok(q.message_count())
-        })
-        .await
-        .map_err(|e| Error::broker(format!("inspect queue {queue:?}"), describe_err(&e)))
-    }
-
     /// Run `f` on a short-lived channel of the live connection.
     async fn with_channel<'a, T, F, Fut>(&'a self, f: F) -> lapin::Result<T>
     where
@@ -765,6 +712,23 @@ impl Transport for Amqp {
         };
         let p = Pending { exchange, routing_key, payload, persistent, seq: 0, _permit: permit };
         self.inner.ops.send(Op::Publish(p)).map_err(|_| Error::Closed)
+    }
+
+    async fn bind(&self, exchange: &str, queue: &str) -> Result<()> {
+        self.with_channel(|ch| async move {
+            ch.queue_bind(queue.into(), exchange.into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+                .await
+        })
+        .await
+        .map_err(|e| Error::broker(format!("bind queue {queue:?} to exchange {exchange:?}"), describe_err(&e)))
+    }
+
+    async fn unbind(&self, exchange: &str, queue: &str) -> Result<()> {
+        self.with_channel(|ch| async move {
+            ch.queue_unbind(queue.into(), exchange.into(), "".into(), FieldTable::default()).await
+        })
+        .await
+        .map_err(|e| Error::broker(format!("unbind queue {queue:?} from exchange {exchange:?}"), describe_err(&e)))
     }
 
     async fn announce(&self, message: Payload) -> Result<()> {

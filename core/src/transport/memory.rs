@@ -248,6 +248,18 @@ impl Transport for MemoryTransport {
         Ok(())
     }
 
+    async fn bind(&self, exchange: &str, queue: &str) -> Result<()> {
+        self.check_open()?;
+        self.broker.bind(exchange, queue);
+        Ok(())
+    }
+
+    async fn unbind(&self, exchange: &str, queue: &str) -> Result<()> {
+        self.check_open()?;
+        self.broker.unbind(exchange, queue);
+        Ok(())
+    }
+
     async fn announce(&self, message: Payload) -> Result<()> {
         self.check_open()?;
         self.broker.declare_queue(DISCOVERY_QUEUE, None);

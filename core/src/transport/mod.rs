@@ -101,6 +101,14 @@ pub trait Transport: Send + Sync {
     /// too many publishes are unconfirmed or the broker is away.
     async fn publish(&self, target: Target, payload: Payload, persistent: bool) -> Result<()>;
 
+    /// Route everything published to `exchange` (an outport) into `queue`
+    /// (an inport): a pubsub edge. Not available on MQTT, which cannot bind
+    /// topics (a coordinator forwards instead).
+    async fn bind(&self, exchange: &str, queue: &str) -> Result<()>;
+
+    /// Remove a binding made by [`Transport::bind`].
+    async fn unbind(&self, exchange: &str, queue: &str) -> Result<()>;
+
     /// Send a discovery message to `fbp`.
     async fn announce(&self, message: Payload) -> Result<()>;
 

@@ -269,6 +269,18 @@ impl Transport for Mqtt {
             .map_err(|_| Error::Closed)
     }
 
+    async fn bind(&self, exchange: &str, queue: &str) -> Result<()> {
+        self.check_open()?;
+        Err(Error::broker(
+            format!("bind {exchange:?} to {queue:?}"),
+            "MQTT brokers cannot bind topics; name the same topic on both ports, or let a coordinator forward",
+        ))
+    }
+
+    async fn unbind(&self, exchange: &str, queue: &str) -> Result<()> {
+        self.bind(exchange, queue).await
+    }
+
     async fn announce(&self, message: Payload) -> Result<()> {
         self.publish(Target::Queue(DISCOVERY_QUEUE.into()), message, false).await
     }
