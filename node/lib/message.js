@@ -1,0 +1,53 @@
+'use strict';
+const { call } = require('./errors');
+
+// JSON if it parses, else the text, else (invalid UTF-8) the Buffer.
+function decode(buf) {
+  const text = buf.toString('utf8');
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    return Buffer.from(text, 'utf8').equals(buf) ? text : buf;
+  }
+}
+
+// Buffers as they are, anything else as JSON.
+function encode(data) {
+  if (Buffer.isBuffer(data)) return data;
+  if (data instanceof Uint8Array) return Buffer.from(data);
+  const text = JSON.stringify(data === undefined ? null : data);
+  return Buffer.from(text, 'utf8');
+}
+
+class Message {
+  constructor(delivery) {
+    this._delivery = delivery;
+    this.inport = delivery.inport;
+    this.payload = delivery.payload;
+    this._data = undefined;
+  }
+
+  // Parsed JSON, else text, else the Buffer.
+  get data() {
+    if (this._data === undefined) this._data = decode(this.payload);
+    return this._data;
+  }
+
+  get redelivered() {
+    return this._delivery.redelivered;
+  }
+
+  get settled() {
+    return this._delivery.settled;
+  }
+
+  ack() {
+    call(() => this._delivery.ack());
+  }
+
+  nack() {
+    call(() => this._delivery.nack());
+  }
+}
+
+module.exports = { Message, decode, encode };

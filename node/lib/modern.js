@@ -1,0 +1,83 @@
+'use strict';
+// Promise API: `for await (const msg of participant)`, explicit ack/nack,
+// Buffers for binary payloads, errors with `code`.
+//
+//   const p = await msgflo.connect({ component: 'Upper', inports: [{ id: 'in' }],
+//                                    outports: [{ id: 'out' }] }, 'upper');
+//   for await (const msg of p) { await p.send('out', msg.payload); msg.ack(); }
+
+const native = require('./native');
+const { wait, call } = require('./errors');
+const { Message, encode } = require('./message');
+const { coreDefinition, instantiateDefinition } = require('./participant');
+
+class AsyncParticipant {
+  constructor(core, definition) {
+    this._core = core;
+    this.definition = definition;
+  }
+
+  get id() { return this._core.id; }
+  get role() { return this._core.role; }
+  get broker() { return this._core.broker; }
+  get stopped() { return this._core.stopped; }
+
+  announce() {
+    return wait(this._core.announce());
+  }
+
+  // Up to `max` messages; waits up to timeoutMs for the first.
+  async recvBatch(max = 256, timeoutMs = 500) {
+    const batch = await wait(this._core.recvBatch(max, timeoutMs));
+    return batch.map((d) => new Message(d));
+  }
+
+  async *[Symbol.asyncIterator]() {
+    for (;;) {
+      const batch = await this.recvBatch(256, 500);
+      if (batch.length === 0 && this._core.stopped) return;
+      for (const m of batch) yield m;
+    }
+  }
+
+  // Buffers as they are, anything else as JSON. Resolves at once unless
+  // there is backpressure.
+  async send(port, data) {
+    const buf = encode(data);
+    if (!call(() => this._core.trySend(port, buf))) await wait(this._core.send(port, buf));
+  }
+
+  // Serve with an (async) handler returning {outport: data, ...} or nothing.
+  // A throw or rejection nacks the message (and sends {error} to an `error`
+  // outport if there is one); serving goes on. Resolves when stopped.
+  async serve(handler) {
+    const hasError = this.definition.outports.some((p) => p.id === 'error');
+    for await (const msg of this) {
+      try {
+        const out = await handler(msg);
+        for (const [port, data] of Object.entries(out || {})) await this.send(port, data);
+        if (!msg.settled) msg.ack();
+      } catch (e) {
+        if (!msg.settled) msg.nack();
+        if (hasError) await this.send('error', { error: String(e && e.message ? e.message : e) }).catch(() => {});
+      }
+    }
+  }
+
+  stop() {
+    return wait(this._core.stop());
+  }
+}
+
+async function connect(definition, role, options = {}) {
+  const def = instantiateDefinition(definition, role);
+  const core = await wait(native.CoreParticipant.connect(
+    coreDefinition(def), role, options.broker, options.prefetch, options.heartbeat,
+  ));
+  def.id = core.id;
+  const p = new AsyncParticipant(core, def);
+  if (options.announce !== false) await p.announce();
+  return p;
+}
+
+module.exports = { AsyncParticipant, connect };

@@ -1,0 +1,192 @@
+'use strict';
+// The msgflo-nodejs 0.11.1 participant API, on the Rust core.
+//
+//   new Participant(clientOrBrokerUrl, definition, func, role)
+//   func(inport, indata, callback(outport, err, data))
+//
+// callback(outport, null, data): data is sent on outport, then the input is
+// acked (the ack reaches the broker only once the output is confirmed).
+// callback(outport, err): the input is nacked (dead-letter route).
+// callback(outport, err, data): data is sent, and the input is nacked.
+// A throw in func, or an unknown outport, nacks the input and is logged;
+// the participant keeps running.
+
+const { EventEmitter } = require('events');
+const native = require('./native');
+const { wait, call } = require('./errors');
+const { Message, encode } = require('./message');
+
+const BATCH = 256;
+const POLL_MS = 500;
+
+function brokerUrl(client) {
+  if (!client) return undefined;
+  if (typeof client === 'string') return client;
+  return client.address || client.url || client.broker;
+}
+
+// The definition as the core takes it (the core fills queues and the id).
+function coreDefinition(def) {
+  const port = (p) => {
+    const out = { id: p.id, type: p.type || 'any' };
+    for (const k of ['queue', 'description', 'hidden', 'persistent']) {
+      if (p[k] !== undefined && p[k] !== null) out[k] = p[k];
+    }
+    if (typeof p.schema === 'string') out.schema = p.schema;
+    return out;
+  };
+  const out = {
+    component: def.component,
+    label: def.label,
+    icon: def.icon,
+    inports: (def.inports || []).map(port),
+    outports: (def.outports || []).map(port),
+  };
+  if (def.id) out.id = def.id;
+  return JSON.stringify(out);
+}
+
+// msgflo-nodejs's instantiateDefinition: role, id, queues, hidden:false.
+function instantiateDefinition(d, role) {
+  const def = JSON.parse(JSON.stringify(d));
+  def.role = role;
+  const addQueues = (ports) => (ports || []).map((p) => {
+    if (p.hidden === undefined) p.hidden = false;
+    if (!p.queue && !p.hidden) p.queue = role + '.' + p.id.toUpperCase();
+    return p;
+  });
+  def.inports = addQueues(def.inports);
+  def.outports = addQueues(def.outports);
+  return def;
+}
+
+function findPort(def, kind, id) {
+  return (kind === 'inport' ? def.inports : def.outports).find((p) => p.id === id) || null;
+}
+
+class Participant extends EventEmitter {
+  constructor(client, definition, func, role, options) {
+    super();
+    this.broker = brokerUrl(client);
+    this.func = func;
+    this.options = options || {};
+    role = role || 'unknown';
+    this.definition = instantiateDefinition(definition, role);
+    this.running = false;
+    this._core = null;
+    this._loop = null;
+  }
+
+  // Connect, declare, announce, start consuming. callback(err)
+  start(callback) {
+    const done = callback || ((err) => { if (err) throw err; });
+    this._start().then(() => done(null), (err) => done(err));
+  }
+
+  async _start() {
+    const opts = this.options;
+    this._core = await wait(native.CoreParticipant.connect(
+      coreDefinition(this.definition), this.definition.role, this.broker, opts.prefetch, opts.heartbeat,
+    ));
+    this.definition.id = this._core.id;
+    this.running = true;
+    if (opts.beforeAnnounce) opts.beforeAnnounce(this);
+    await wait(this._core.announce());
+    this._loop = this._consume();
+  }
+
+  stop(callback) {
+    const done = callback || (() => {});
+    this._stop().then(() => done(null), (err) => done(err));
+  }
+
+  async _stop() {
+    this.running = false;
+    if (!this._core) return;
+    await wait(this._core.stop());
+    if (this._loop) await this._loop;
+  }
+
+  async _consume() {
+    while (this.running) {
+      let batch;
+      try {
+        batch = await this._core.recvBatch(BATCH, POLL_MS);
+      } catch (e) {
+        if (!this.running) return;
+        console.error('msgflo: receiving failed:', e.message);
+        continue;
+      }
+      if (batch.length === 0 && this._core.stopped) return;
+      for (const d of batch) this._onDelivery(new Message(d));
+    }
+  }
+
+  _onDelivery(msg) {
+    let answered = false;
+    const callback = (outport, err, data) => {
+      if (answered) {
+        // The original acked again (a channel error); we only send.
+        if (!err && data !== undefined) this._emitOut(outport, data).catch((e) => console.error('msgflo:', e.message));
+        return;
+      }
+      answered = true;
+      const hasData = data !== undefined && data !== null;
+      const sent = (err && !hasData) ? Promise.resolve() : this._emitOut(outport, data);
+      sent.then(() => {
+        if (err) {
+          console.error('msgflo: %s failed on %s: %s; message nacked', this.definition.role, msg.inport, err.message || err);
+          msg.nack();
+        } else {
+          msg.ack();
+        }
+      }, (e) => {
+        console.error('msgflo: %s: %s; message nacked', this.definition.role, e.message);
+        if (!msg.settled) msg.nack();
+      });
+    };
+    try {
+      this.func(msg.inport, msg.data, callback);
+    } catch (e) {
+      console.error('msgflo: %s threw on %s: %s; message nacked', this.definition.role, msg.inport, e && e.stack ? e.stack : e);
+      if (!answered) {
+        answered = true;
+        msg.nack();
+      }
+    }
+  }
+
+  // Emit on an outport: 'data' event, and publish when it has a queue.
+  async _emitOut(outport, data) {
+    const port = findPort(this.definition, 'outport', outport);
+    if (!port) {
+      const e = new Error('role ' + this.definition.role + ' has no outport ' + JSON.stringify(outport));
+      e.code = 'UNKNOWN_PORT';
+      throw e;
+    }
+    this.emit('data', port.id, data);
+    if (!port.queue) return;
+    const buf = encode(data);
+    if (!call(() => this._core.trySend(port.id, buf))) {
+      await wait(this._core.send(port.id, buf));
+    }
+  }
+
+  // Process data as if it arrived on inport (for sources). callback(err)
+  send(inport, data, callback) {
+    const done = callback || (() => {});
+    this.func(inport, data, (outport, err, outdata) => {
+      if (err) return done(err);
+      this._emitOut(outport, outdata).then(() => done(null), done);
+    });
+  }
+}
+
+function startParticipant(library, client, componentName, id, callback) {
+  const component = library[componentName];
+  if (!component) return callback(new Error('No Participant factory in library for ' + componentName));
+  const part = component(client, id);
+  part.start((err) => callback(err, part));
+}
+
+module.exports = { Participant, instantiateDefinition, startParticipant, coreDefinition };

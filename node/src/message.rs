@@ -1,0 +1,49 @@
+//! A delivery, handed to JS. Mirrors `core/src/message.rs`.
+
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+
+use crate::error::{to_js, Result};
+
+/// One received message and its once-only ack/nack.
+#[napi]
+pub struct CoreDelivery {
+    pub(crate) inner: msgflo::Delivery,
+}
+
+#[napi]
+impl CoreDelivery {
+    /// The inport (port id) it arrived on.
+    #[napi(getter)]
+    pub fn inport(&self) -> String {
+        self.inner.inport().to_owned()
+    }
+
+    /// The payload bytes, exactly as received.
+    #[napi(getter)]
+    pub fn payload(&self) -> Buffer {
+        self.inner.payload().as_bytes().to_vec().into()
+    }
+
+    #[napi(getter)]
+    pub fn redelivered(&self) -> bool {
+        self.inner.message().redelivered
+    }
+
+    #[napi(getter)]
+    pub fn settled(&self) -> bool {
+        self.inner.is_settled()
+    }
+
+    /// Processed. Throws (code ALREADY_COMPLETED) the second time.
+    #[napi]
+    pub fn ack(&self) -> Result<()> {
+        self.inner.ack().map_err(to_js)
+    }
+
+    /// Failed: dead-letter route, never back to the queue.
+    #[napi]
+    pub fn nack(&self) -> Result<()> {
+        self.inner.nack().map_err(to_js)
+    }
+}

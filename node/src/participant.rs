@@ -1,0 +1,103 @@
+//! A participant, driven from JS. Mirrors `core/src/participant.rs`.
+
+use std::time::Duration;
+
+use msgflo::{Definition, Options, Participant};
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+
+use crate::error::{to_js, usage, Result};
+use crate::message::CoreDelivery;
+
+#[napi]
+pub struct CoreParticipant {
+    inner: Participant,
+}
+
+#[napi]
+impl CoreParticipant {
+    /// Connect, declare every port, subscribe; nothing announced yet.
+    #[napi(factory)]
+    pub async fn connect(
+        definition_json: String,
+        role: String,
+        broker: Option<String>,
+        prefetch: Option<u32>,
+        heartbeat_secs: Option<f64>,
+    ) -> Result<CoreParticipant> {
+        let definition = Definition::from_json(&definition_json).map_err(to_js)?;
+        let mut options = Options { broker, ..Default::default() };
+        if let Some(p) = prefetch {
+            options.connect.prefetch = u16::try_from(p.max(1)).map_err(|_| usage("prefetch must be at most 65535"))?;
+        }
+        if let Some(h) = heartbeat_secs {
+            if !(h.is_finite() && h > 0.0) {
+                return Err(usage(format!("heartbeat must be a positive number of seconds, not {h}")));
+            }
+            options.heartbeat = Some(Duration::from_secs_f64(h));
+        }
+        let inner = Participant::connect(&definition, &role, options).await.map_err(to_js)?;
+        Ok(CoreParticipant { inner })
+    }
+
+    /// Send the first discovery message and start the heartbeat.
+    #[napi]
+    pub async fn announce(&self) -> Result<()> {
+        self.inner.announce().await.map_err(to_js)
+    }
+
+    /// The discovery payload as JSON text.
+    #[napi(getter)]
+    pub fn discovery(&self) -> String {
+        self.inner.info().discovery_payload().to_string()
+    }
+
+    #[napi(getter)]
+    pub fn id(&self) -> String {
+        self.inner.info().id.clone()
+    }
+
+    #[napi(getter)]
+    pub fn role(&self) -> String {
+        self.inner.role().to_owned()
+    }
+
+    /// The broker URL, password hidden.
+    #[napi(getter)]
+    pub fn broker(&self) -> String {
+        self.inner.transport().describe()
+    }
+
+    #[napi(getter)]
+    pub fn stopped(&self) -> bool {
+        self.inner.is_stopped()
+    }
+
+    /// Up to `max` deliveries; waits up to `timeoutMs` for the first (empty
+    /// array on timeout or once stopped).
+    #[napi]
+    pub async fn recv_batch(&self, max: u32, timeout_ms: u32) -> Vec<CoreDelivery> {
+        let batch = self.inner.recv_batch_timeout(max as usize, Duration::from_millis(timeout_ms.into())).await;
+        batch.into_iter().map(|inner| CoreDelivery { inner }).collect()
+    }
+
+    /// Publish without waiting; false when it would have to wait
+    /// (backpressure), and nothing was sent. Throws UNKNOWN_PORT.
+    #[napi]
+    pub fn try_send(&self, port: String, payload: Buffer) -> Result<bool> {
+        self.inner.try_send(&port, payload.to_vec()).map_err(to_js)
+    }
+
+    /// Publish, waiting while backpressure lasts.
+    #[napi]
+    pub async fn send(&self, port: String, payload: Buffer) -> Result<()> {
+        self.inner.send(&port, payload.to_vec()).await.map_err(to_js)
+    }
+
+    /// Stop receiving, requeue what was not handled, wait for outputs and
+    /// acks to reach the broker, close.
+    #[napi]
+    pub async fn stop(&self) -> Result<()> {
+        self.inner.stop().await.map_err(to_js)
+    }
+}
