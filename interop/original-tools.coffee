@@ -136,13 +136,21 @@ describe "original coordinator on #{broker.split(':')[0]}", ->
 after (done) ->
   return done() if broker.indexOf('amqp') != 0
   @timeout 10000
+  # Give the participants killed in afterEach time to exit: a participant
+  # still running would re-declare a deleted inport queue.
+  setTimeout ->
+    deleteAll done
+  , 1500
+
+deleteAll = (done) ->
   roles = ["harness#{suffix}", "a#{suffix}", "b#{suffix}"]
   queues = ("#{r}.IN" for r in roles).concat ['test.RECEIVE']
   exchanges = queues.concat("#{r}.OUT" for r in roles)
-  require('amqplib/callback_api').connect broker, (err, conn) ->
-    return done err if err
-    conn.createChannel (err, ch) ->
-      return done err if err
-      ch.deleteQueue q for q in queues
-      ch.deleteExchange x for x in exchanges
-      ch.close -> conn.close -> done()
+  run = ->
+    conn = await require('amqplib').connect broker
+    ch = await conn.createChannel()
+    await ch.deleteQueue q for q in queues
+    await ch.deleteExchange x for x in exchanges
+    await ch.close()
+    await conn.close()
+  run().then (-> done()), done

@@ -1,0 +1,142 @@
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert');
+const path = require('path');
+const { spawn } = require('child_process');
+const msgflo = require('..');
+const { AMQP, MQTT, BROKERS, unique, tap, cleanup, portNames } = require('./helpers');
+
+const repeatDef = {
+  component: 'Repeat',
+  icon: 'file-word-o',
+  label: 'Repeats in data without changes',
+  inports: [{ id: 'in', type: 'any' }],
+  outports: [{ id: 'out', type: 'any' }],
+};
+
+const start = (p) => new Promise((resolve, reject) => p.start((err) => (err ? reject(err) : resolve(p))));
+const stop = (p) => new Promise((resolve, reject) => p.stop((err) => (err ? reject(err) : resolve())));
+
+for (const [name, broker] of BROKERS) {
+  test(`msgflo-nodejs participant repeats JSON, text and binary on ${name}`, async () => {
+    const role = unique('jsrep');
+    const p = new msgflo.participant.Participant(broker, repeatDef, (inport, data, cb) => cb('out', null, data), role);
+    const events = [];
+    p.on('data', (port, data) => events.push(port));
+    await start(p);
+    assert.strictEqual(p.definition.inports[0].queue, `${role}.IN`);
+    assert.strictEqual(p.definition.outports[0].hidden, false);
+    const t = await tap(broker, `${role}.OUT`);
+    try {
+      await t.send(`${role}.IN`, { a: [1, 2.5, 'x'] });
+      assert.deepStrictEqual((await t.next()).data, { a: [1, 2.5, 'x'] });
+      await t.send(`${role}.IN`, Buffer.from('plain text'));
+      assert.strictEqual((await t.next()).data, 'plain text');
+      await t.send(`${role}.IN`, Buffer.from([0, 255, 254]));
+      // Invalid UTF-8 reaches the handler as a Buffer and is sent as it is.
+      assert.deepStrictEqual((await t.next()).payload, Buffer.from([0, 255, 254]));
+      assert.deepStrictEqual(events, ['out', 'out', 'out']);
+    } finally {
+      await t.close();
+      await stop(p);
+      if (name === 'amqp') await cleanup(portNames(role, 'in', 'out'));
+    }
+  });
+}
+
+test('errors nack to the dead-letter route; a throw does not stop the participant', async () => {
+  const role = unique('jsnack');
+  const func = (inport, data, cb) => {
+    if (data === 'throw') throw new Error('user bug');
+    if (data === 'fail') return cb('out', new Error('bad input'));
+    if (data === 'fail-with-data') return cb('out', new Error('partial'), { partial: true });
+    return cb('out', null, data);
+  };
+  const p = await start(new msgflo.participant.Participant(AMQP, repeatDef, func, role));
+  const out = await tap(AMQP, `${role}.OUT`);
+  const dead = await tap(AMQP, `dead-${role}.IN`);
+  const origError = console.error;
+  console.error = () => {};
+  try {
+    for (const d of ['throw', 'fail', 'fail-with-data', 'ok']) await out.send(`${role}.IN`, d);
+    const deadData = [(await dead.next()).data, (await dead.next()).data, (await dead.next()).data].sort();
+    assert.deepStrictEqual(deadData, ['fail', 'fail-with-data', 'throw']);
+    const outs = [(await out.next()).data, (await out.next()).data];
+    assert.deepStrictEqual(outs, [{ partial: true }, 'ok']);
+  } finally {
+    console.error = origError;
+    await out.close();
+    await dead.close();
+    await stop(p);
+    await cleanup(portNames(role, 'in', 'out'));
+  }
+});
+
+test('errors carry codes', async () => {
+  await assert.rejects(msgflo.connect(repeatDef, 'x', { broker: 'http://nope' }), (e) => e.code === 'INVALID_URL');
+  await assert.rejects(msgflo.connect(repeatDef, 'x', { broker: 'amqp://127.0.0.1:1' }), (e) => e.code === 'CONNECTION' && e instanceof Error);
+  const p = await msgflo.connect(repeatDef, unique('jscode'), { broker: MQTT });
+  await assert.rejects(p.send('nope', 1), (e) => e.code === 'UNKNOWN_PORT');
+  await p.stop();
+  await assert.rejects(p.send('out', 1), (e) => e.code === 'CLOSED');
+});
+
+test('Promise API: for await, explicit ack, Buffers; second ack throws', async () => {
+  const role = unique('jsaio');
+  const p = await msgflo.connect({ component: 'Upper', inports: [{ id: 'in' }], outports: [{ id: 'out' }] }, role, { broker: MQTT });
+  const t = await tap(MQTT, `${role}.OUT`);
+  for (let i = 0; i < 5; i++) await t.send(`${role}.IN`, Buffer.from(`abc${i}`));
+  let n = 0;
+  for await (const msg of p) {
+    await p.send('out', Buffer.from(msg.payload.toString().toUpperCase()));
+    msg.ack();
+    assert.throws(() => msg.ack(), (e) => e.code === 'ALREADY_COMPLETED');
+    if (++n === 5) break;
+  }
+  const got = [];
+  for (let i = 0; i < 5; i++) got.push((await t.next()).payload.toString());
+  assert.deepStrictEqual(got.sort(), ['ABC0', 'ABC1', 'ABC2', 'ABC3', 'ABC4']);
+  await t.close();
+  await p.stop();
+});
+
+test('the event loop keeps running while the core waits', async () => {
+  const p = await msgflo.connect(repeatDef, unique('jsloop'), { broker: MQTT });
+  let ticks = 0;
+  const timer = setInterval(() => { ticks++; }, 10);
+  const batch = await p.recvBatch(10, 500);
+  clearInterval(timer);
+  await p.stop();
+  assert.strictEqual(batch.length, 0);
+  assert.ok(ticks >= 20, `timers ran while waiting (${ticks})`);
+});
+
+for (const [name, broker] of BROKERS) {
+  test(`msgflo-nodejs bin runs an unchanged msgflo-nodejs module on ${name}; SIGTERM exits cleanly`, async () => {
+    const role = unique('jsbin');
+    const bin = path.join(__dirname, '..', 'bin', 'msgflo-nodejs');
+    const child = spawn(process.execPath, [bin, '--name', role, path.join(__dirname, 'fixtures', 'Repeat.js')], {
+      env: Object.assign({}, process.env, { MSGFLO_BROKER: broker }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => { stderr += d; });
+    try {
+      const line = await new Promise((resolve, reject) => {
+        child.stdout.once('data', (d) => resolve(d.toString()));
+        child.once('exit', (code) => reject(new Error('exited ' + code + ': ' + stderr)));
+      });
+      assert.match(line, new RegExp(role));
+      const t = await tap(broker, `${role}.OUT`);
+      await t.send(`${role}.IN`, { n: 1 });
+      assert.deepStrictEqual((await t.next()).data, { n: 1 });
+      await t.close();
+      const exit = new Promise((resolve) => child.once('exit', (code, signal) => resolve([code, signal])));
+      child.kill('SIGTERM');
+      assert.deepStrictEqual(await exit, [0, null]);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      if (name === 'amqp') await cleanup(portNames(role, 'in', 'out'));
+    }
+  });
+}
