@@ -103,3 +103,37 @@ async fn bind_is_refused_with_a_clear_error() {
     assert!(e.to_string().contains("cannot bind"));
     p.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn busy_sender_with_a_full_inbox_does_not_deadlock() {
+    // Inputs fill the participant's inbox while it is busy sending many
+    // outputs; the event loop must keep carrying both.
+    init_logs();
+    let role = unique("mbusy");
+    let (in_t, out_t) = (format!("{role}.IN"), format!("{role}.OUT"));
+    let mut raw = RawMqtt::connect(&[&out_t]).await;
+    let p = Participant::start(&repeat_def(), &role, Options::broker(mqtt_url())).await.unwrap();
+    let n = 3000;
+    for i in 0..n {
+        raw.publish(&in_t, i.to_string().as_bytes()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sending = async {
+        for i in 0..n {
+            p.send("out", i.to_string()).await.unwrap();
+        }
+    };
+    tokio::time::timeout(T, sending).await.expect("sends completed while the inbox was full");
+    let mut got = 0;
+    while got < n {
+        raw.next_on(&out_t, T).await;
+        got += 1;
+    }
+    let mut received = 0;
+    while received < n {
+        let batch = p.recv_batch_timeout(512, T).await;
+        assert!(!batch.is_empty(), "inputs kept, not dropped: {received} of {n}");
+        received += batch.len();
+    }
+    p.stop().await.unwrap();
+}

@@ -6,8 +6,12 @@
 //!
 //! One task polls the rumqttc event loop (it owns the socket) until
 //! `closed`: it routes incoming publishes by topic to the subscribers'
-//! channels (waiting when they are full, which backpressures the socket),
-//! and after every reconnect it re-subscribes and bumps `generation`.
+//! channels, and after every reconnect it re-subscribes and bumps
+//! `generation`. It never stops polling to wait for a full channel: the
+//! same loop carries this client's own publishes, and a participant busy
+//! sending would deadlock with it. Deliveries for a full channel wait in a
+//! backlog (up to `MAX_BACKLOG`; past that, QoS 0 messages are dropped with
+//! a warning, as a broker does for a slow subscriber).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +27,9 @@ use super::{Backoff, ConnectOptions, Declaration, Target, Transport, DISCOVERY_Q
 use crate::broker::{BrokerUrl, Scheme};
 use crate::error::{Error, Result};
 use crate::message::{Delivery, Message, Payload, Settle, Settlement};
+
+/// Deliveries held while their receiver is full, before new ones are dropped.
+const MAX_BACKLOG: usize = 100_000;
 
 /// Largest packet accepted or sent (Mosquitto's own default limit is 256 MiB).
 const MAX_PACKET: usize = 256 * 1024 * 1024;
@@ -136,9 +143,22 @@ impl EventTask {
         let mut disconnected = Some(disconnected);
         let mut backoff = Backoff::new();
         let mut down_since: Option<std::time::Instant> = None;
+        let mut backlog = std::collections::VecDeque::new();
+        let mut dropped = 0u64;
         loop {
+            // Hand buffered deliveries to their (full) receivers while
+            // still polling the event loop: it also carries this client's
+            // own publishes, which a receiver may be waiting on.
+            let next_sink = backlog.front().map(|(sink, _): &(mpsc::Sender<Delivery>, Delivery)| sink.clone());
             let event = tokio::select! {
                 biased;
+                permit = async { next_sink.expect("guarded").reserve_owned().await }, if !backlog.is_empty() => {
+                    let (_, delivery) = backlog.pop_front().expect("guarded");
+                    if let Ok(permit) = permit {
+                        permit.send(delivery);
+                    }
+                    continue;
+                }
                 e = eventloop.poll() => e,
                 _ = self.closed.cancelled() => return,
             };
@@ -176,10 +196,21 @@ impl EventTask {
                     for (inport, sink) in sinks {
                         let msg = Message { inport, payload: Payload::new(p.payload.to_vec()), redelivered: false };
                         let delivery = Delivery::new(msg, 0, generation, Arc::new(NoSettle));
-                        tokio::select! {
-                            biased;
-                            _ = sink.send(delivery) => {}
-                            _ = self.closed.cancelled() => return,
+                        if !backlog.is_empty() {
+                            if backlog.len() >= MAX_BACKLOG {
+                                dropped += 1;
+                                if dropped == 1 || dropped % 10_000 == 0 {
+                                    warn!(dropped, topic = %p.topic, "receiver too slow; dropping QoS 0 messages (as the broker would)");
+                                }
+                                continue;
+                            }
+                            backlog.push_back((sink, delivery));
+                            continue;
+                        }
+                        match sink.try_send(delivery) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(d)) => backlog.push_back((sink, d)),
+                            Err(mpsc::error::TrySendError::Closed(_)) => {}
                         }
                     }
                 }
