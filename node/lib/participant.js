@@ -124,26 +124,42 @@ class Participant extends EventEmitter {
 
   _onDelivery(msg) {
     let answered = false;
+    const settle = (err) => {
+      if (err) {
+        console.error('msgflo: %s failed on %s: %s; message nacked', this.definition.role, msg.inport, err.message || err);
+        msg.nack();
+      } else {
+        msg.ack();
+      }
+    };
+    const failed = (e) => {
+      console.error('msgflo: %s: %s; message nacked', this.definition.role, e.message);
+      if (!msg.settled) msg.nack();
+    };
     const callback = (outport, err, data) => {
       if (answered) {
         // The original acked again (a channel error); we only send.
-        if (!err && data !== undefined) this._emitOut(outport, data).catch((e) => console.error('msgflo:', e.message));
+        if (!err && data !== undefined) {
+          try {
+            const p = this._emitOut(outport, data);
+            if (p) p.catch((e) => console.error('msgflo:', e.message));
+          } catch (e) {
+            console.error('msgflo:', e.message);
+          }
+        }
         return;
       }
       answered = true;
       const hasData = data !== undefined && data !== null;
-      const sent = (err && !hasData) ? Promise.resolve() : this._emitOut(outport, data);
-      sent.then(() => {
-        if (err) {
-          console.error('msgflo: %s failed on %s: %s; message nacked', this.definition.role, msg.inport, err.message || err);
-          msg.nack();
-        } else {
-          msg.ack();
-        }
-      }, (e) => {
-        console.error('msgflo: %s: %s; message nacked', this.definition.role, e.message);
-        if (!msg.settled) msg.nack();
-      });
+      let pending = null;
+      try {
+        // Synchronous unless there is backpressure: no Promise per message.
+        if (!err || hasData) pending = this._emitOut(outport, data);
+      } catch (e) {
+        return failed(e);
+      }
+      if (pending) pending.then(() => settle(err), failed);
+      else settle(err);
     };
     try {
       this.func(msg.inport, msg.data, callback);
@@ -157,7 +173,9 @@ class Participant extends EventEmitter {
   }
 
   // Emit on an outport: 'data' event, and publish when it has a queue.
-  async _emitOut(outport, data) {
+  // Returns null when done, or a Promise when the core applies backpressure.
+  // Throws for an unknown outport.
+  _emitOut(outport, data) {
     const port = findPort(this.definition, 'outport', outport);
     if (!port) {
       const e = new Error('role ' + this.definition.role + ' has no outport ' + JSON.stringify(outport));
@@ -165,11 +183,10 @@ class Participant extends EventEmitter {
       throw e;
     }
     this.emit('data', port.id, data);
-    if (!port.queue) return;
+    if (!port.queue) return null;
     const buf = encode(data);
-    if (!call(() => this._core.trySend(port.id, buf))) {
-      await wait(this._core.send(port.id, buf));
-    }
+    if (call(() => this._core.trySend(port.id, buf))) return null;
+    return wait(this._core.send(port.id, buf));
   }
 
   // Process data as if it arrived on inport (for sources). callback(err)
@@ -177,7 +194,14 @@ class Participant extends EventEmitter {
     const done = callback || (() => {});
     this.func(inport, data, (outport, err, outdata) => {
       if (err) return done(err);
-      this._emitOut(outport, outdata).then(() => done(null), done);
+      let pending;
+      try {
+        pending = this._emitOut(outport, outdata);
+      } catch (e) {
+        return done(e);
+      }
+      if (pending) pending.then(() => done(null), done);
+      else done(null);
     });
   }
 }
