@@ -101,6 +101,21 @@ fn cpu_seconds() -> f64 {
     if f.len() > 13 { (f[11] + f[12]) / 100.0 } else { 0.0 }
 }
 
+/// CPU seconds used so far by the broker process (`beam.smp` or
+/// `mosquitto`), if it runs on this machine and can be read.
+fn broker_cpu_seconds(name: &str) -> Option<f64> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let rest = stat.rsplit_once(')')?.1;
+            let f: Vec<f64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            return (f.len() > 13).then(|| (f[11] + f[12]) / 100.0);
+        }
+    }
+    None
+}
+
 fn unique(p: &str) -> String {
     format!("bench-{p}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
 }
@@ -236,6 +251,7 @@ async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, kind: &
 
     let mut start = Instant::now();
     let cpu0 = cpu_seconds();
+    let broker0 = broker_cpu_seconds("beam.smp");
     let relay = match kind {
         Kind::Participant => {
             let def = Definition::new("Relay").inport(PortDef::new("in")).outport(PortDef::new("out"));
@@ -265,6 +281,9 @@ async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, kind: &
     if !matches!(kind, Kind::External { .. }) {
         let cpu = cpu_seconds() - cpu0;
         eprintln!("    bench process CPU (relay + sink): {:.1} us/msg", cpu * 1e6 / n as f64);
+    }
+    if let (Some(b0), Some(b1)) = (broker0, broker_cpu_seconds("beam.smp")) {
+        eprintln!("    RabbitMQ CPU: {:.1} us/msg", (b1 - b0) * 1e6 / n as f64);
     }
     relay.stop().await;
     let _ = ch.queue_delete(in_q.as_str().into(), Default::default()).await;
