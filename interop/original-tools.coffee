@@ -66,11 +66,13 @@ describe "original coordinator on #{broker.split(':')[0]}", ->
     b = "b#{suffix}"
     dir = fs.mkdtempSync path.join(os.tmpdir(), 'msgflo-interop-')
     lib = { components: {} }
+    # A name the .fbp grammar accepts ("C++Repeat" is not one).
+    name = component.replace /[^A-Za-z0-9_]/g, ''
     # The original splits commands on spaces: no quoting possible.
-    lib.components[component] = command.join(' ') + ' #ROLE'
+    lib.components[name] = command.join(' ') + ' #ROLE'
     fs.writeFileSync path.join(dir, 'library.json'), JSON.stringify(lib)
     graph = """
-      '{"temperature": 22.3}' -> IN #{a}(#{component}) OUT -> IN #{b}(#{component})
+      '{"temperature": 22.3}' -> IN #{a}(#{name}) OUT -> IN #{b}(#{name})
     """
     fs.writeFileSync path.join(dir, 'graph.fbp'), graph
 

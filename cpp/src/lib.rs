@@ -1,0 +1,180 @@
+//! C++ bindings for the msgflo core: the cxx bridge.
+//!
+//! The bridge is internal: C++ users include only the hand-written C++11
+//! header `include/msgflo/msgflo.hpp`, implemented in `src/msgflo.cpp` on
+//! top of these functions. Every call here blocks the calling C++ thread
+//! (never a runtime thread) on the one tokio runtime of the process, with a
+//! timeout where it waits for messages.
+//!
+//! Errors cross as `rust::Error` whose message starts with the core's code,
+//! `"[UNKNOWN_PORT] ..."`; `msgflo.cpp` turns them into `msgflo::Error`
+//! (a `std::runtime_error`) with `code()`. Codes: every `ErrorCode::as_str`.
+//! A panic in here is caught and becomes an error, never an abort.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use msgflo::{Definition, Delivery, Options, Participant};
+
+#[cxx::bridge(namespace = "msgflo::ffi")]
+mod ffi {
+    extern "Rust" {
+        type CoreParticipant;
+        type CoreBatch;
+        type CoreDelivery;
+
+        fn connect(definition_json: &str, role: &str, broker: &str, prefetch: u16) -> Result<Box<CoreParticipant>>;
+        fn announce(self: &CoreParticipant) -> Result<()>;
+        fn discovery(self: &CoreParticipant) -> String;
+        fn id(self: &CoreParticipant) -> String;
+        fn queue(self: &CoreParticipant, inport: bool, port: &str) -> String;
+        fn broker(self: &CoreParticipant) -> String;
+        fn stopped(self: &CoreParticipant) -> bool;
+        fn recv_batch(self: &CoreParticipant, max: usize, timeout_ms: u32) -> Result<Box<CoreBatch>>;
+        fn send(self: &CoreParticipant, port: &str, payload: &[u8]) -> Result<()>;
+        fn stop(self: &CoreParticipant) -> Result<()>;
+
+        fn len(self: &CoreBatch) -> usize;
+        fn take(self: &mut CoreBatch, i: usize) -> Box<CoreDelivery>;
+
+        fn inport(self: &CoreDelivery) -> &str;
+        fn payload(self: &CoreDelivery) -> &[u8];
+        fn settled(self: &CoreDelivery) -> bool;
+        fn ack(self: &CoreDelivery) -> Result<()>;
+        fn nack(self: &CoreDelivery) -> Result<()>;
+    }
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("msgflo")
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+type Res<T> = Result<T, String>;
+
+fn err(e: msgflo::Error) -> String {
+    format!("[{}] {}", e.code(), e)
+}
+
+/// Run `f`, turning a panic into an error so it never unwinds into C++.
+fn guard<T>(f: impl FnOnce() -> Res<T>) -> Res<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        Err(format!("[INTERNAL] msgflo panicked: {what}"))
+    })
+}
+
+pub struct CoreParticipant {
+    inner: Participant,
+}
+
+pub struct CoreBatch {
+    items: Vec<Option<Delivery>>,
+}
+
+pub struct CoreDelivery {
+    inner: Delivery,
+}
+
+fn connect(definition_json: &str, role: &str, broker: &str, prefetch: u16) -> Res<Box<CoreParticipant>> {
+    guard(|| {
+        let def = Definition::from_json(definition_json).map_err(err)?;
+        let mut options = Options { broker: (!broker.is_empty()).then(|| broker.to_owned()), ..Default::default() };
+        if prefetch > 0 {
+            options.connect.prefetch = prefetch;
+        }
+        let inner = runtime().block_on(Participant::connect(&def, role, options)).map_err(err)?;
+        Ok(Box::new(CoreParticipant { inner }))
+    })
+}
+
+impl CoreParticipant {
+    fn announce(&self) -> Res<()> {
+        guard(|| runtime().block_on(self.inner.announce()).map_err(err))
+    }
+
+    fn discovery(&self) -> String {
+        self.inner.info().discovery_payload().to_string()
+    }
+
+    fn broker(&self) -> String {
+        self.inner.transport().describe()
+    }
+
+    fn id(&self) -> String {
+        self.inner.info().id.clone()
+    }
+
+    /// The queue of a port ("" for hidden or unknown ports).
+    fn queue(&self, inport: bool, port: &str) -> String {
+        let info = self.inner.info();
+        let p = if inport { info.inport(port) } else { info.outport(port) };
+        p.and_then(|p| p.queue.clone()).unwrap_or_default()
+    }
+
+    fn stopped(&self) -> bool {
+        self.inner.is_stopped()
+    }
+
+    fn recv_batch(&self, max: usize, timeout_ms: u32) -> Res<Box<CoreBatch>> {
+        guard(|| {
+            let batch = runtime()
+                .block_on(self.inner.recv_batch_timeout(max, Duration::from_millis(timeout_ms.into())));
+            Ok(Box::new(CoreBatch { items: batch.into_iter().map(Some).collect() }))
+        })
+    }
+
+    fn send(&self, port: &str, payload: &[u8]) -> Res<()> {
+        guard(|| runtime().block_on(self.inner.send(port, payload)).map_err(err))
+    }
+
+    fn stop(&self) -> Res<()> {
+        guard(|| runtime().block_on(self.inner.stop()).map_err(err))
+    }
+}
+
+impl CoreBatch {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Take item `i` (each once; the C++ side takes them in order).
+    fn take(&mut self, i: usize) -> Box<CoreDelivery> {
+        let inner = self.items[i].take().expect("each delivery is taken once");
+        Box::new(CoreDelivery { inner })
+    }
+}
+
+impl CoreDelivery {
+    fn inport(&self) -> &str {
+        self.inner.inport()
+    }
+
+    fn payload(&self) -> &[u8] {
+        self.inner.payload().as_bytes()
+    }
+
+    fn settled(&self) -> bool {
+        self.inner.is_settled()
+    }
+
+    fn ack(&self) -> Res<()> {
+        self.inner.ack().map_err(err)
+    }
+
+    fn nack(&self) -> Res<()> {
+        self.inner.nack().map_err(err)
+    }
+}

@@ -1,0 +1,278 @@
+// The C++11 API of include/msgflo/msgflo.hpp, on the cxx bridge (src/lib.rs).
+
+#include "msgflo/msgflo.hpp"
+#include "rust/cxx.h"
+#include "msgflo-cpp/src/lib.rs.h"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
+namespace msgflo {
+
+namespace {
+
+// "[CODE] message" from the bridge -> msgflo::Error(code, message).
+Error translate(const rust::Error &e) {
+    std::string what = e.what();
+    if (what.size() > 2 && what[0] == '[') {
+        std::string::size_type end = what.find("] ");
+        if (end != std::string::npos) {
+            return Error(what.substr(1, end - 1), what.substr(end + 2));
+        }
+    }
+    return Error("ERROR", what);
+}
+
+std::string jsonString(const std::string &s) {
+    std::string out = "\"";
+    for (std::string::size_type i = 0; i < s.size(); ++i) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+            if (c < 0x20) {
+                char buf[8];
+                std::snprintf(buf, sizeof buf, "\\u%04x", c);
+                out += buf;
+            } else {
+                out += static_cast<char>(c);
+            }
+        }
+    }
+    return out + "\"";
+}
+
+std::string portsJson(const std::vector<Definition::Port> &ports) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < ports.size(); ++i) {
+        const Definition::Port &p = ports[i];
+        if (i) out += ",";
+        out += "{\"id\":" + jsonString(p.id) + ",\"type\":" + jsonString(p.type.empty() ? "any" : p.type);
+        if (!p.queue.empty()) out += ",\"queue\":" + jsonString(p.queue);
+        out += "}";
+    }
+    return out + "]";
+}
+
+std::string definitionJson(const Definition &d) {
+    std::string out = "{\"component\":" + jsonString(d.component);
+    if (!d.id.empty()) out += ",\"id\":" + jsonString(d.id);
+    if (!d.label.empty()) out += ",\"label\":" + jsonString(d.label);
+    if (!d.icon.empty()) out += ",\"icon\":" + jsonString(d.icon);
+    out += ",\"inports\":" + portsJson(d.inports);
+    out += ",\"outports\":" + portsJson(d.outports);
+    return out + "}";
+}
+
+rust::Str str(const std::string &s) { return rust::Str(s.data(), s.size()); }
+
+class CoreMessage : public Message {
+public:
+    explicit CoreMessage(rust::Box<ffi::CoreDelivery> d) : d_(std::move(d)) {}
+    std::string port() const override { return std::string(d_->inport()); }
+    std::string asString() const override {
+        rust::Slice<const uint8_t> p = d_->payload();
+        return std::string(reinterpret_cast<const char *>(p.data()), p.size());
+    }
+    void data(const char **data, uint64_t *length) const override {
+        rust::Slice<const uint8_t> p = d_->payload();
+        *data = reinterpret_cast<const char *>(p.data());
+        *length = p.size();
+    }
+    void ack() override {
+        try { d_->ack(); } catch (const rust::Error &e) { throw translate(e); }
+    }
+    void nack() override {
+        try { d_->nack(); } catch (const rust::Error &e) { throw translate(e); }
+    }
+    bool settled() const override { return d_->settled(); }
+
+private:
+    rust::Box<ffi::CoreDelivery> d_;
+};
+
+class ParticipantImpl : public Participant {
+public:
+    ParticipantImpl(const Definition &def, MessageHandler handler, const EngineConfig &config)
+        : core_(connect(def, config)), def_(def), handler_(handler), hasErrorPort_(false) {
+        def_.id = std::string(core_->id());
+        for (std::size_t i = 0; i < def_.inports.size(); ++i)
+            def_.inports[i].queue = std::string(core_->queue(true, str(def_.inports[i].id)));
+        for (std::size_t i = 0; i < def_.outports.size(); ++i) {
+            def_.outports[i].queue = std::string(core_->queue(false, str(def_.outports[i].id)));
+            if (def_.outports[i].id == "error") hasErrorPort_ = true;
+        }
+    }
+
+    void send(const std::string &port, const std::string &payload) override {
+        send(port, payload.data(), payload.size());
+    }
+
+    void send(const std::string &port, const char *data, uint64_t length) override {
+        try {
+            core_->send(str(port), rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t *>(data), length));
+        } catch (const rust::Error &e) {
+            throw translate(e);
+        }
+    }
+
+    void onMessage(MessageHandler handler) override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        handler_ = handler;
+    }
+
+    const Definition &definition() const override { return def_; }
+    std::string discovery() const override { return std::string(core_->discovery()); }
+
+    void announce() {
+        try { core_->announce(); } catch (const rust::Error &e) { throw translate(e); }
+    }
+
+    std::string broker() const { return std::string(core_->broker()); }
+
+    // Handle messages until `stopping`. Runs on an Engine-owned thread.
+    void serve(const std::atomic<bool> &stopping) {
+        while (!stopping.load()) {
+            rust::Box<ffi::CoreBatch> batch = core_->recv_batch(64, 200);
+            for (std::size_t i = 0; i < batch->len(); ++i) {
+                CoreMessage msg(batch->take(i));
+                if (stopping.load()) continue; // dropped unsettled: requeued
+                handle(msg);
+            }
+            if (core_->stopped()) return;
+        }
+    }
+
+    void stop() {
+        try { core_->stop(); } catch (const rust::Error &e) { throw translate(e); }
+    }
+
+private:
+    static rust::Box<ffi::CoreParticipant> connect(const Definition &def, const EngineConfig &config) {
+        try {
+            return ffi::connect(str(definitionJson(def)), str(def.role), str(config.url()), config.prefetch());
+        } catch (const rust::Error &e) {
+            throw translate(e);
+        }
+    }
+
+    void handle(CoreMessage &msg) {
+        MessageHandler handler;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            handler = handler_;
+        }
+        std::string failure;
+        try {
+            if (!handler) {
+                failure = "no handler registered";
+            } else {
+                handler(&msg);
+                return;
+            }
+        } catch (const std::exception &e) {
+            failure = e.what();
+        } catch (...) {
+            failure = "unknown exception";
+        }
+        std::fprintf(stderr, "msgflo: %s: handler failed on %s: %s; message nacked\n", def_.role.c_str(),
+                     msg.port().c_str(), failure.c_str());
+        try {
+            if (!msg.settled()) msg.nack();
+            if (hasErrorPort_) send("error", "{\"error\":" + jsonString(failure) + "}");
+        } catch (const std::exception &e) {
+            std::fprintf(stderr, "msgflo: %s: %s\n", def_.role.c_str(), e.what());
+        }
+    }
+
+    rust::Box<ffi::CoreParticipant> core_;
+    Definition def_;
+    std::mutex mutex_;
+    MessageHandler handler_;
+    bool hasErrorPort_;
+};
+
+class EngineImpl : public Engine {
+public:
+    explicit EngineImpl(const EngineConfig &config) : config_(config), stopping_(false) {}
+
+    ~EngineImpl() override {
+        stopping_ = true;
+    }
+
+    Participant *registerParticipant(const Definition &definition) override {
+        return registerParticipant(definition, MessageHandler());
+    }
+
+    Participant *registerParticipant(const Definition &definition, MessageHandler handler) override {
+        std::unique_ptr<ParticipantImpl> p(new ParticipantImpl(definition, handler, config_));
+        std::lock_guard<std::mutex> lock(mutex_);
+        participants_.push_back(std::move(p));
+        return participants_.back().get();
+    }
+
+    void launch() override {
+        std::vector<ParticipantImpl *> ps;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            for (std::size_t i = 0; i < participants_.size(); ++i) ps.push_back(participants_[i].get());
+        }
+        for (std::size_t i = 0; i < ps.size(); ++i) ps[i]->announce();
+        std::vector<std::thread> threads;
+        for (std::size_t i = 0; i < ps.size(); ++i) {
+            ParticipantImpl *p = ps[i];
+            threads.push_back(std::thread([this, p]() { p->serve(stopping_); }));
+        }
+        for (std::size_t i = 0; i < threads.size(); ++i) threads[i].join();
+        for (std::size_t i = 0; i < ps.size(); ++i) ps[i]->stop();
+    }
+
+    void stop() override { stopping_ = true; }
+
+    std::string broker() const override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return participants_.empty() ? config_.url() : participants_.front()->broker();
+    }
+
+private:
+    EngineConfig config_;
+    std::atomic<bool> stopping_;
+    mutable std::mutex mutex_;
+    std::vector<std::unique_ptr<ParticipantImpl>> participants_;
+};
+
+} // namespace
+
+EngineConfig::EngineConfig() : prefetch_(0) {
+    const char *names[] = {"MSGFLO_BROKER", "CLOUDAMQP_URL"};
+    for (std::size_t i = 0; i < 2; ++i) {
+        const char *v = std::getenv(names[i]);
+        if (v && *v) {
+            url_ = v;
+            break;
+        }
+    }
+}
+
+EngineConfig &EngineConfig::url(const std::string &url) {
+    url_ = url;
+    return *this;
+}
+
+EngineConfig &EngineConfig::prefetch(uint16_t prefetch) {
+    prefetch_ = prefetch;
+    return *this;
+}
+
+std::shared_ptr<Engine> createEngine(const EngineConfig &config) {
+    return std::shared_ptr<Engine>(new EngineImpl(config));
+}
+
+} // namespace msgflo
