@@ -20,6 +20,7 @@
 //!   (in-process). Reconnects, confirms and ack ordering live here.
 //! - [`participant`]: connect, declare, announce, heartbeat; the pull API
 //!   (`recv_batch`, `send`, ack/nack) and the handler API (`serve`).
+//! - [`runtime`]: the one tokio runtime for hosts (Python, C++), fork guard.
 //!
 //! ## Quick start
 //! ```no_run
@@ -36,6 +37,7 @@ pub mod discovery;
 pub mod error;
 pub mod message;
 pub mod participant;
+pub mod runtime;
 pub mod transport;
 
 pub use discovery::{Definition, ParticipantInfo, Port, PortDef};

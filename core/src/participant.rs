@@ -259,12 +259,7 @@ impl Participant {
                 }
                 let result = AssertUnwindSafe(handler(delivery.message().clone())).catch_unwind().await;
                 let result = result.unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "panic".into());
-                    Err(Failure::new(format!("handler panicked: {what}")))
+                    Err(Failure::new(format!("handler panicked: {}", crate::runtime::panic_message(&*panic))))
                 });
                 self.complete(&delivery, result).await?;
             }

@@ -9,7 +9,7 @@ use common::*;
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::ExchangeKind;
-use msgflo::{Definition, ErrorCode, Options, Participant, PortDef};
+use msgflo::{ErrorCode, Options, Participant, PortDef};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -17,16 +17,6 @@ fn options() -> Options {
     Options::broker(amqp_url())
 }
 
-fn repeat_def() -> Definition {
-    Definition::new("Repeat").inport(PortDef::new("in")).outport(PortDef::new("out"))
-}
-
-async fn start_repeat(role: &str, opts: Options) -> (Participant, tokio::task::JoinHandle<msgflo::Result<()>>) {
-    let p = Participant::start(&repeat_def(), role, opts).await.unwrap();
-    let p2 = p.clone();
-    let h = tokio::spawn(async move { p2.serve(|m| async move { Ok(vec![("out".to_string(), m.payload)]) }).await });
-    (p, h)
-}
 
 async fn cleanup(raw: &Raw, role: &str) {
     let in_q = format!("{role}.IN");

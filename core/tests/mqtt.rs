@@ -10,16 +10,6 @@ use msgflo::{Definition, ErrorCode, Options, Participant, PortDef};
 
 const T: Duration = Duration::from_secs(10);
 
-fn repeat_def() -> Definition {
-    Definition::new("Repeat").inport(PortDef::new("in")).outport(PortDef::new("out"))
-}
-
-async fn start_repeat(role: &str, opts: Options) -> (Participant, tokio::task::JoinHandle<msgflo::Result<()>>) {
-    let p = Participant::start(&repeat_def(), role, opts).await.unwrap();
-    let p2 = p.clone();
-    let h = tokio::spawn(async move { p2.serve(|m| async move { Ok(vec![("out".to_string(), m.payload)]) }).await });
-    (p, h)
-}
 
 #[tokio::test]
 async fn discovery_on_fbp_with_heartbeat() {

@@ -14,13 +14,10 @@ use std::time::Duration;
 use common::*;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use msgflo::{Definition, Options, Participant, PortDef};
+use msgflo::{Options, Participant};
 
 const T: Duration = Duration::from_secs(30);
 
-fn repeat_def() -> Definition {
-    Definition::new("Repeat").inport(PortDef::new("in")).outport(PortDef::new("out"))
-}
 
 fn rabbitmqctl(arg: &str) {
     let st = Command::new("rabbitmqctl").arg(arg).output().expect("run rabbitmqctl");

@@ -12,7 +12,6 @@
 //! A panic in here is caught and becomes an error, never an abort.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use msgflo::{Definition, Delivery, Options, Participant};
@@ -46,17 +45,7 @@ mod ffi {
     }
 }
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("msgflo")
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-    })
-}
+use msgflo::runtime::get as runtime;
 
 type Res<T> = Result<T, String>;
 
@@ -66,14 +55,8 @@ fn err(e: msgflo::Error) -> String {
 
 /// Run `f`, turning a panic into an error so it never unwinds into C++.
 fn guard<T>(f: impl FnOnce() -> Res<T>) -> Res<T> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        let what = p
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "panic".into());
-        Err(format!("[INTERNAL] msgflo panicked: {what}"))
-    })
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|p| Err(format!("[INTERNAL] msgflo panicked: {}", msgflo::runtime::panic_message(&*p))))
 }
 
 pub struct CoreParticipant {

@@ -24,7 +24,7 @@ pub struct CoreParticipant {
 
 impl CoreParticipant {
     fn check_process(&self) -> PyResult<()> {
-        if self.pid != std::process::id() {
+        if !runtime::created_here(self.pid) {
             return Err(usage(
                 "this participant was created before fork(); it belongs to the parent process. \
                  Create participants in the child (or use multiprocessing's 'spawn' start method)",
@@ -132,7 +132,7 @@ impl CoreParticipant {
     /// Stop receiving, requeue what was not handled, wait for outputs and
     /// acks to reach the broker, close.
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
-        if self.pid != std::process::id() {
+        if !runtime::created_here(self.pid) {
             return Ok(()); // the parent's connection; nothing to do here
         }
         py.detach(|| runtime::get().block_on(self.inner.stop())).map_err(to_py)

@@ -22,6 +22,21 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
+pub fn repeat_def() -> msgflo::Definition {
+    msgflo::Definition::new("Repeat").inport(msgflo::PortDef::new("in")).outport(msgflo::PortDef::new("out"))
+}
+
+/// A Repeat participant serving in the background.
+pub async fn start_repeat(
+    role: &str,
+    opts: msgflo::Options,
+) -> (msgflo::Participant, tokio::task::JoinHandle<msgflo::Result<()>>) {
+    let p = msgflo::Participant::start(&repeat_def(), role, opts).await.unwrap();
+    let p2 = p.clone();
+    let h = tokio::spawn(async move { p2.serve(|m| async move { Ok(vec![("out".to_string(), m.payload)]) }).await });
+    (p, h)
+}
+
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
