@@ -14,35 +14,35 @@ pub struct CoreDelivery {
 #[napi]
 impl CoreDelivery {
     /// The inport (port id) it arrived on.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn inport(&self) -> String {
         self.inner.inport().to_owned()
     }
 
     /// The payload bytes, exactly as received.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn payload(&self) -> Buffer {
         self.inner.payload().as_bytes().to_vec().into()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn redelivered(&self) -> bool {
         self.inner.message().redelivered
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn settled(&self) -> bool {
         self.inner.is_settled()
     }
 
     /// Processed. Throws (code ALREADY_COMPLETED) the second time.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn ack(&self) -> Result<()> {
         self.inner.ack().map_err(to_js)
     }
 
     /// Failed: dead-letter route, never back to the queue.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn nack(&self) -> Result<()> {
         self.inner.nack().map_err(to_js)
     }

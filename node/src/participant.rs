@@ -47,28 +47,28 @@ impl CoreParticipant {
     }
 
     /// The discovery payload as JSON text.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn discovery(&self) -> String {
         self.inner.info().discovery_payload().to_string()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn id(&self) -> String {
         self.inner.info().id.clone()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn role(&self) -> String {
         self.inner.role().to_owned()
     }
 
     /// The broker URL, password hidden.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn broker(&self) -> String {
         self.inner.transport().describe()
     }
 
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn stopped(&self) -> bool {
         self.inner.is_stopped()
     }
@@ -83,7 +83,7 @@ impl CoreParticipant {
 
     /// Publish without waiting; false when it would have to wait
     /// (backpressure), and nothing was sent. Throws UNKNOWN_PORT.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn try_send(&self, port: String, payload: Buffer) -> Result<bool> {
         self.inner.try_send(&port, payload.to_vec()).map_err(to_js)
     }
