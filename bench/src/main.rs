@@ -236,10 +236,11 @@ async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, kind: &
     fill.confirm_select(Default::default()).await.unwrap();
     let body = payload(args.size);
     for _ in 0..args.messages {
-        let _ = fill
+        // The confirm is awaited for all at once below (wait_for_confirms).
+        drop(fill
             .basic_publish("".into(), in_q.as_str().into(), Default::default(), &body, BasicProperties::default().with_delivery_mode(2))
             .await
-            .unwrap();
+            .unwrap());
     }
     fill.wait_for_confirms().await.unwrap();
 

@@ -49,7 +49,7 @@ async fn run(args: Args) -> msgflo::Result<()> {
     let mut options = Options { broker: args.broker, ..Default::default() };
     options.connect.prefetch = args.prefetch;
     let participant = Participant::connect(&def, &args.role, options).await?;
-    println!("{}({}) ready on {}", args.role, "Repeat", participant.transport().describe());
+    println!("{}(Repeat) ready on {}", args.role, participant.transport().describe());
     participant.announce().await?;
 
     let serving = participant.clone();
