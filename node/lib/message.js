@@ -11,6 +11,15 @@ function decode(buf) {
   }
 }
 
+function isJsonText(buf) {
+  try {
+    JSON.parse(buf.toString('utf8'));
+    return true;
+  } catch (e) {
+    return false;
+  }
+}
+
 // Buffers as they are, anything else as JSON.
 function encode(data) {
   if (Buffer.isBuffer(data)) return data;
@@ -31,6 +40,12 @@ class Message {
   get data() {
     if (this._data === undefined) this._data = decode(this.payload);
     return this._data;
+  }
+
+  // Whether the payload is JSON (else `data` is its text or the Buffer).
+  get isJson() {
+    const d = this.data;
+    return !(typeof d === 'string' && d === this.payload.toString('utf8') && !isJsonText(this.payload)) && !Buffer.isBuffer(d);
   }
 
   get redelivered() {

@@ -124,10 +124,11 @@ class Participant extends EventEmitter {
 
   _onDelivery(msg) {
     let answered = false;
-    const settle = (err) => {
+    const settle = (err, sentData) => {
       if (err) {
         console.error('msgflo: %s failed on %s: %s; message nacked', this.definition.role, msg.inport, err.message || err);
         msg.nack();
+        if (!sentData) this._reportError(err);
       } else {
         msg.ack();
       }
@@ -153,13 +154,16 @@ class Participant extends EventEmitter {
       const hasData = data !== undefined && data !== null;
       let pending = null;
       try {
+        // Input that was not JSON, handed back as it came: send its bytes
+        // unchanged (JSON-encoding the text would change the payload).
+        const raw = (data === msg.data && !msg.isJson) ? msg.payload : undefined;
         // Synchronous unless there is backpressure: no Promise per message.
-        if (!err || hasData) pending = this._emitOut(outport, data);
+        if (!err || hasData) pending = this._emitOut(outport, data, raw);
       } catch (e) {
         return failed(e);
       }
-      if (pending) pending.then(() => settle(err), failed);
-      else settle(err);
+      if (pending) pending.then(() => settle(err, hasData), failed);
+      else settle(err, hasData);
     };
     try {
       this.func(msg.inport, msg.data, callback);
@@ -168,14 +172,26 @@ class Participant extends EventEmitter {
       if (!answered) {
         answered = true;
         msg.nack();
+        this._reportError(e);
       }
     }
   }
 
-  // Emit on an outport: 'data' event, and publish when it has a queue.
-  // Returns null when done, or a Promise when the core applies backpressure.
+  // {"error": message} on an `error` outport, when the definition has one.
+  _reportError(err) {
+    if (!findPort(this.definition, 'outport', 'error')) return;
+    try {
+      const p = this._emitOut('error', { error: String(err && err.message ? err.message : err) });
+      if (p) p.catch((e) => console.error('msgflo:', e.message));
+    } catch (e) {
+      console.error('msgflo: could not send to the error outport:', e.message);
+    }
+  }
+
+  // Emit on an outport: 'data' event, and publish when it has a queue
+  // (`raw` bytes when given, else `data` encoded). Returns null when done, or a Promise when the core applies backpressure.
   // Throws for an unknown outport.
-  _emitOut(outport, data) {
+  _emitOut(outport, data, raw) {
     const port = findPort(this.definition, 'outport', outport);
     if (!port) {
       const e = new Error('role ' + this.definition.role + ' has no outport ' + JSON.stringify(outport));
@@ -184,7 +200,7 @@ class Participant extends EventEmitter {
     }
     this.emit('data', port.id, data);
     if (!port.queue) return null;
-    const buf = encode(data);
+    const buf = raw || encode(data);
     if (call(() => this._core.trySend(port.id, buf))) return null;
     return wait(this._core.send(port.id, buf));
   }

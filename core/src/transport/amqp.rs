@@ -69,6 +69,9 @@ struct Inner {
 struct State {
     live: Option<Live>,
     declarations: Vec<Declaration>,
+    /// (exchange, queue) bindings made through `bind`, replayed too (a
+    /// transient queue is gone after a broker restart, and its bindings).
+    bindings: Vec<(String, String)>,
     subscriptions: Vec<Subscription>,
 }
 
@@ -221,6 +224,9 @@ impl Inner {
             for decl in &state.declarations {
                 declare_on(&live.connection, decl).await?;
             }
+            for (exchange, queue) in &state.bindings {
+                bind_on(&live.connection, exchange, queue).await?;
+            }
             for sub in &state.subscriptions {
                 self.start_consumer(&live, sub.clone()).await?;
             }
@@ -346,6 +352,20 @@ async fn declare_on(connection: &Connection, decl: &Declaration) -> Result<()> {
         let _ = ch.close(200, "declared".into()).await;
     }
     result
+}
+
+/// Bind a queue to a fanout exchange on a fresh channel.
+async fn bind_on(connection: &Connection, exchange: &str, queue: &str) -> Result<()> {
+    let fail = |e: lapin::Error| Error::broker(format!("bind queue {queue:?} to exchange {exchange:?}"), describe_err(&e));
+    let ch = connection.create_channel().await.map_err(fail)?;
+    let res = ch
+        .queue_bind(queue.into(), exchange.into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .map_err(fail);
+    if ch.status().connected() {
+        let _ = ch.close(200, "bound".into()).await;
+    }
+    res
 }
 
 /// Reconnects after a loss, until closed.
@@ -715,20 +735,51 @@ impl Transport for Amqp {
     }
 
     async fn bind(&self, exchange: &str, queue: &str) -> Result<()> {
-        self.with_channel(|ch| async move {
-            ch.queue_bind(queue.into(), exchange.into(), "".into(), QueueBindOptions::default(), FieldTable::default())
-                .await
-        })
-        .await
-        .map_err(|e| Error::broker(format!("bind queue {queue:?} to exchange {exchange:?}"), describe_err(&e)))
+        let mut state = self.inner.state.lock().await;
+        if let Some(live) = &state.live {
+            bind_on(&live.connection, exchange, queue).await?;
+        }
+        let edge = (exchange.to_owned(), queue.to_owned());
+        if !state.bindings.contains(&edge) {
+            state.bindings.push(edge);
+        }
+        Ok(())
     }
 
     async fn unbind(&self, exchange: &str, queue: &str) -> Result<()> {
+        self.inner.state.lock().await.bindings.retain(|(x, q)| !(x == exchange && q == queue));
         self.with_channel(|ch| async move {
             ch.queue_unbind(queue.into(), exchange.into(), "".into(), FieldTable::default()).await
         })
         .await
         .map_err(|e| Error::broker(format!("unbind queue {queue:?} from exchange {exchange:?}"), describe_err(&e)))
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        // Also forget it, so a reconnect does not declare it again.
+        {
+            let mut state = self.inner.state.lock().await;
+            state.declarations.retain(|d| d.queue != name);
+            state.bindings.retain(|(x, q)| x != name && q != name);
+            state.subscriptions.retain(|s| s.queue != name);
+        }
+        let res = self
+            .with_channel(|ch| async move { ch.queue_delete(name.into(), Default::default()).await })
+            .await;
+        res.map_err(|e| Error::broker(format!("delete queue {name:?}"), describe_err(&e)))?;
+        self.with_channel(|ch| async move { ch.exchange_delete(name.into(), Default::default()).await })
+            .await
+            .map_err(|e| Error::broker(format!("delete exchange {name:?}"), describe_err(&e)))
+    }
+
+    async fn subscribe_discovery(&self, sink: mpsc::Sender<Delivery>) -> Result<()> {
+        {
+            let state = self.inner.state.lock().await;
+            if let Some(live) = &state.live {
+                declare_discovery_queue(&live.connection).await?;
+            }
+        }
+        self.subscribe(DISCOVERY_QUEUE, Arc::from(DISCOVERY_QUEUE), sink).await
     }
 
     async fn announce(&self, message: Payload) -> Result<()> {

@@ -260,6 +260,20 @@ impl Transport for MemoryTransport {
         Ok(())
     }
 
+    async fn delete(&self, name: &str) -> Result<()> {
+        self.check_open()?;
+        let mut st = self.broker.lock();
+        st.queues.remove(name);
+        st.exchanges.remove(name);
+        Ok(())
+    }
+
+    async fn subscribe_discovery(&self, sink: mpsc::Sender<Delivery>) -> Result<()> {
+        self.check_open()?;
+        self.broker.declare_queue(DISCOVERY_QUEUE, None);
+        self.subscribe(DISCOVERY_QUEUE, Arc::from(DISCOVERY_QUEUE), sink).await
+    }
+
     async fn announce(&self, message: Payload) -> Result<()> {
         self.check_open()?;
         self.broker.declare_queue(DISCOVERY_QUEUE, None);

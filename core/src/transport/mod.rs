@@ -109,6 +109,15 @@ pub trait Transport: Send + Sync {
     /// Remove a binding made by [`Transport::bind`].
     async fn unbind(&self, exchange: &str, queue: &str) -> Result<()>;
 
+    /// Delete a queue and an exchange of this name, if they exist (tools,
+    /// tests). Nothing to delete on MQTT.
+    async fn delete(&self, name: &str) -> Result<()>;
+
+    /// Receive the discovery messages on `fbp`, tagged with inport `fbp`.
+    /// AMQP: consumes the shared durable `fbp` queue, as the original's
+    /// coordinator does (so several observers take turns, not copies).
+    async fn subscribe_discovery(&self, sink: mpsc::Sender<Delivery>) -> Result<()>;
+
     /// Send a discovery message to `fbp`.
     async fn announce(&self, message: Payload) -> Result<()>;
 

@@ -312,6 +312,14 @@ impl Transport for Mqtt {
         self.bind(exchange, queue).await
     }
 
+    async fn delete(&self, _name: &str) -> Result<()> {
+        self.check_open()
+    }
+
+    async fn subscribe_discovery(&self, sink: mpsc::Sender<Delivery>) -> Result<()> {
+        self.subscribe(DISCOVERY_QUEUE, Arc::from(DISCOVERY_QUEUE), sink).await
+    }
+
     async fn announce(&self, message: Payload) -> Result<()> {
         self.publish(Target::Queue(DISCOVERY_QUEUE.into()), message, false).await
     }

@@ -1,0 +1,65 @@
+//! The conformance shim written with the Rust API (see spec/README.md):
+//! repeats `in` to `out`; `{"command":"nack"}` nacks, `{"command":"error"}`
+//! fails in the handler (nack + `error` outport), `{"command":"whoami"}`
+//! answers `{"pid": N}`. Usage: msgflo-spec-shim ROLE (MSGFLO_BROKER).
+
+use msgflo::{Definition, Failure, Options, Participant, PortDef};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let Some(role) = std::env::args().nth(1) else {
+        eprintln!("usage: msgflo-spec-shim ROLE");
+        return std::process::ExitCode::from(2);
+    };
+    let def = Definition::new("SpecShim")
+        .inport(PortDef::new("in"))
+        .outport(PortDef::new("out"))
+        .outport(PortDef::new("error").with_type("object"));
+    let p = match Participant::connect(&def, &role, Options::default()).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("msgflo-spec-shim: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!("{role}(SpecShim) ready");
+    if let Err(e) = p.announce().await {
+        eprintln!("msgflo-spec-shim: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let worker = p.clone();
+    let serving = tokio::spawn(async move {
+        loop {
+            let batch = worker.recv_batch(64).await;
+            if batch.is_empty() {
+                return Ok::<_, msgflo::Error>(());
+            }
+            for d in batch {
+                let command = d.payload().parse_json().and_then(|v| v.get("command").and_then(|c| c.as_str()).map(str::to_owned));
+                match command.as_deref() {
+                    Some("nack") => d.nack()?,
+                    Some("error") => worker.complete(&d, Err(Failure::new("error requested"))).await?,
+                    Some("whoami") => {
+                        worker.send("out", serde_json::json!({ "pid": std::process::id() })).await?;
+                        d.ack()?;
+                    }
+                    _ => worker.complete(&d, Ok(vec![("out".into(), d.payload().clone())])).await?,
+                }
+            }
+        }
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    let stopped = p.stop().await;
+    let served = serving.await;
+    match (stopped, served) {
+        (Ok(()), Ok(Ok(()))) => std::process::ExitCode::SUCCESS,
+        (s, r) => {
+            eprintln!("msgflo-spec-shim: stop: {s:?}, serve: {r:?}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
