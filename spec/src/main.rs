@@ -228,7 +228,10 @@ impl Run {
         tokio::pin!(deadline);
         let line = loop {
             tokio::select! {
+                biased;
                 l = stdout.next_line() => break l.map_err(|e| e.to_string())?,
+                // Discovery that arrives before the line is recorded with its time.
+                Some(d) = self.discovery_rx.recv() => self.record_discovery(d),
                 n = stderr.read(&mut chunk) => match n {
                     Ok(0) | Err(_) => {}
                     Ok(n) => err_buf.extend_from_slice(&chunk[..n]),
@@ -254,15 +257,19 @@ impl Run {
         Ok(())
     }
 
+    fn record_discovery(&mut self, d: Delivery) {
+        let _ = d.ack();
+        if let Ok(v) = serde_json::from_slice::<Value>(d.payload().as_bytes()) {
+            if v["payload"]["role"] == self.role.as_str() {
+                self.discoveries.push((Instant::now(), v));
+            }
+        }
+    }
+
     /// Take discovery messages of our role that have arrived.
     fn drain_discovery(&mut self) {
         while let Ok(d) = self.discovery_rx.try_recv() {
-            let _ = d.ack();
-            if let Ok(v) = serde_json::from_slice::<Value>(d.payload().as_bytes()) {
-                if v["payload"]["role"] == self.role.as_str() {
-                    self.discoveries.push((Instant::now(), v));
-                }
-            }
+            self.record_discovery(d);
         }
     }
 
@@ -278,12 +285,7 @@ impl Run {
                 return Err(format!("{} discovery message(s) of role {} within {within:?}; expected {n}", self.discoveries.len(), self.role));
             }
             if let Ok(Some(d)) = tokio::time::timeout(left, self.discovery_rx.recv()).await {
-                let _ = d.ack();
-                if let Ok(v) = serde_json::from_slice::<Value>(d.payload().as_bytes()) {
-                    if v["payload"]["role"] == self.role.as_str() {
-                        self.discoveries.push((Instant::now(), v));
-                    }
-                }
+                self.record_discovery(d);
             }
         }
     }
@@ -371,6 +373,7 @@ impl Run {
                 }
                 let ready = first.ready_at.ok_or("no readiness line")?;
                 let disc = self.discoveries.first().ok_or("no discovery")?.0;
+                // Discovery received before the line was read came first.
                 if disc < ready {
                     return Err("discovery arrived before the readiness line on stdout".into());
                 }
