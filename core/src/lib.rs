@@ -21,6 +21,8 @@
 //! - [`participant`]: connect, declare, announce, heartbeat; the pull API
 //!   (`recv_batch`, `send`, ack/nack) and the handler API (`serve`).
 //! - [`runtime`]: the one tokio runtime for hosts (Python, C++), fork guard.
+//! - [`graph`]: graphs from the `.fbp` DSL and the JSON format (for the
+//!   coordinator, which is not built yet).
 //!
 //! ## Quick start
 //! ```no_run
@@ -35,6 +37,7 @@
 pub mod broker;
 pub mod discovery;
 pub mod error;
+pub mod graph;
 pub mod message;
 pub mod participant;
 pub mod runtime;
