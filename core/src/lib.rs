@@ -21,7 +21,8 @@
 //! - [`participant`]: connect, declare, announce, heartbeat; the pull API
 //!   (`recv_batch`, `send`, ack/nack) and the handler API (`serve`).
 //! - [`runtime`]: the one tokio runtime for hosts (Python, C++), fork guard.
-//! - [`graph`]: graphs from the `.fbp` DSL and the JSON format (for the
+//! - [`graph`]: graphs from the `.fbp` DSL and the JSON format, and
+//!   [`library`]: how to start a participant for a component (both for the
 //!   coordinator, which is not built yet).
 //!
 //! ## Quick start
@@ -38,6 +39,7 @@ pub mod broker;
 pub mod discovery;
 pub mod error;
 pub mod graph;
+pub mod library;
 pub mod message;
 pub mod participant;
 pub mod runtime;

@@ -403,7 +403,10 @@ pub fn parse(text: &str) -> Result<Graph, ParseError> {
 mod tests {
     use super::*;
 
-    fn conn(g: &Graph, i: usize) -> (Option<(String, String, Option<u32>)>, Option<String>, (String, String, Option<u32>)) {
+    type End = (String, String, Option<u32>);
+
+    /// (source, IIP text, target) of connection `i`.
+    fn conn(g: &Graph, i: usize) -> (Option<End>, Option<String>, End) {
         let c = &g.connections[i];
         (
             c.src.as_ref().map(|s| (s.process.clone(), s.port.clone(), s.index)),
