@@ -182,23 +182,39 @@ impl Amqp {
     }
 
     /// Run `f` on a short-lived channel of the live connection.
-    async fn with_channel<'a, T, F, Fut>(&'a self, f: F) -> lapin::Result<T>
+    async fn with_channel<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: FnOnce(Channel) -> Fut,
-        Fut: std::future::Future<Output = lapin::Result<T>> + 'a,
+        Fut: std::future::Future<Output = Result<T>>,
     {
         let connection = {
             let state = self.inner.state.lock().await;
             match &state.live {
                 Some(l) => l.connection.clone(),
-                None => return Err(lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into()),
+                None => return Err(Error::broker("open channel", "not connected to the broker")),
             }
         };
-        let ch = connection.create_channel().await?;
-        let out = f(ch.clone()).await;
-        let _ = ch.close(200, "done".into()).await;
-        out
+        on_fresh_channel(&connection, f).await
     }
+}
+
+/// Run `f` on a fresh channel of `connection`, then close the channel if
+/// the broker left it open. One-off operations never share a channel: a
+/// refused one (404, 406) closes the channel it was made on.
+async fn on_fresh_channel<T, F, Fut>(connection: &Connection, f: F) -> Result<T>
+where
+    F: FnOnce(Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let ch = connection
+        .create_channel()
+        .await
+        .map_err(|e| Error::broker("open channel", describe_err(&e)))?;
+    let out = f(ch.clone()).await;
+    if ch.status().connected() {
+        let _ = ch.close(200, "done".into()).await;
+    }
+    out
 }
 
 fn durable_exchange(persistent: bool) -> ExchangeDeclareOptions {
@@ -320,14 +336,10 @@ impl Inner {
 /// Declare one port's objects on a fresh channel (a refused declaration
 /// closes the channel it was made on, so it must not be a shared one).
 async fn declare_on(connection: &Connection, decl: &Declaration) -> Result<()> {
-    let ch = connection
-        .create_channel()
-        .await
-        .map_err(|e| Error::broker("open channel", describe_err(&e)))?;
     let q = decl.queue.as_str();
     let p = decl.persistent;
     let exchange_wanted = format!("fanout exchange durable={p} auto_delete={}", !p);
-    let result = async {
+    on_fresh_channel(connection, |ch| async move {
         if decl.kind == PortKind::In {
             let mut args = FieldTable::default();
             args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(format!("dead-{q}").into()));
@@ -346,26 +358,18 @@ async fn declare_on(connection: &Connection, decl: &Declaration) -> Result<()> {
                 .map_err(|e| Error::broker(format!("bind queue {q:?} to exchange {q:?}"), describe_err(&e)))?;
         }
         Ok(())
-    }
-    .await;
-    if ch.status().connected() {
-        let _ = ch.close(200, "declared".into()).await;
-    }
-    result
+    })
+    .await
 }
 
 /// Bind a queue to a fanout exchange on a fresh channel.
 async fn bind_on(connection: &Connection, exchange: &str, queue: &str) -> Result<()> {
-    let fail = |e: lapin::Error| Error::broker(format!("bind queue {queue:?} to exchange {exchange:?}"), describe_err(&e));
-    let ch = connection.create_channel().await.map_err(fail)?;
-    let res = ch
-        .queue_bind(queue.into(), exchange.into(), "".into(), QueueBindOptions::default(), FieldTable::default())
-        .await
-        .map_err(fail);
-    if ch.status().connected() {
-        let _ = ch.close(200, "bound".into()).await;
-    }
-    res
+    on_fresh_channel(connection, |ch| async move {
+        ch.queue_bind(queue.into(), exchange.into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .map_err(|e| Error::broker(format!("bind queue {queue:?} to exchange {exchange:?}"), describe_err(&e)))
+    })
+    .await
 }
 
 /// Reconnects after a loss, until closed.
@@ -749,10 +753,11 @@ impl Transport for Amqp {
     async fn unbind(&self, exchange: &str, queue: &str) -> Result<()> {
         self.inner.state.lock().await.bindings.retain(|(x, q)| !(x == exchange && q == queue));
         self.with_channel(|ch| async move {
-            ch.queue_unbind(queue.into(), exchange.into(), "".into(), FieldTable::default()).await
+            ch.queue_unbind(queue.into(), exchange.into(), "".into(), FieldTable::default())
+                .await
+                .map_err(|e| Error::broker(format!("unbind queue {queue:?} from exchange {exchange:?}"), describe_err(&e)))
         })
         .await
-        .map_err(|e| Error::broker(format!("unbind queue {queue:?} from exchange {exchange:?}"), describe_err(&e)))
     }
 
     async fn delete(&self, name: &str) -> Result<()> {
@@ -763,13 +768,15 @@ impl Transport for Amqp {
             state.bindings.retain(|(x, q)| x != name && q != name);
             state.subscriptions.retain(|s| s.queue != name);
         }
-        let res = self
-            .with_channel(|ch| async move { ch.queue_delete(name.into(), Default::default()).await })
-            .await;
-        res.map_err(|e| Error::broker(format!("delete queue {name:?}"), describe_err(&e)))?;
-        self.with_channel(|ch| async move { ch.exchange_delete(name.into(), Default::default()).await })
-            .await
-            .map_err(|e| Error::broker(format!("delete exchange {name:?}"), describe_err(&e)))
+        self.with_channel(|ch| async move {
+            ch.queue_delete(name.into(), Default::default())
+                .await
+                .map_err(|e| Error::broker(format!("delete queue {name:?}"), describe_err(&e)))?;
+            ch.exchange_delete(name.into(), Default::default())
+                .await
+                .map_err(|e| Error::broker(format!("delete exchange {name:?}"), describe_err(&e)))
+        })
+        .await
     }
 
     async fn subscribe_discovery(&self, sink: mpsc::Sender<Delivery>) -> Result<()> {
@@ -821,23 +828,17 @@ impl Transport for Amqp {
 
 /// The `fbp` queue as the original declares it: durable, no arguments.
 async fn declare_discovery_queue(connection: &Connection) -> Result<()> {
-    let ch = connection
-        .create_channel()
-        .await
-        .map_err(|e| Error::broker("open channel", describe_err(&e)))?;
-    let res = ch
-        .queue_declare(
+    on_fresh_channel(connection, |ch| async move {
+        ch.queue_declare(
             DISCOVERY_QUEUE.into(),
             QueueDeclareOptions { durable: true, ..Default::default() },
             FieldTable::default(),
         )
         .await
         .map(|_| ())
-        .map_err(|e| declare_error(e, "queue", DISCOVERY_QUEUE, "queue durable=true".into()));
-    if ch.status().connected() {
-        let _ = ch.close(200, "declared".into()).await;
-    }
-    res
+        .map_err(|e| declare_error(e, "queue", DISCOVERY_QUEUE, "queue durable=true".into()))
+    })
+    .await
 }
 
 impl Drop for Amqp {
