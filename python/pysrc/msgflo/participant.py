@@ -221,8 +221,10 @@ def parse(argv, defaults=None):
     return [options, parser]
 
 
-class _Shutdown(Exception):
-    pass
+class _Shutdown(BaseException):
+    """Raised by the SIGTERM handler. A BaseException, like
+    KeyboardInterrupt, so `except Exception` around process() (ours or the
+    user's) cannot swallow it and keep the participant running."""
 
 
 def _raise_shutdown(signum, frame):
