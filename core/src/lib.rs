@@ -22,8 +22,11 @@
 //!   (`recv_batch`, `send`, ack/nack) and the handler API (`serve`).
 //! - [`runtime`]: the one tokio runtime for hosts (Python, C++), fork guard.
 //! - [`graph`]: graphs from the `.fbp` DSL and the JSON format, and
-//!   [`library`]: how to start a participant for a component (both for the
-//!   coordinator, which is not built yet).
+//!   [`library`]: how to start a participant for a component.
+//! - `coordinator` (feature `coordinator`, on by default): discovery
+//!   registry with expiry, the reconcile loop that wires a graph, MQTT
+//!   forwarding, process supervision, the embedded broker. The `msgflo`
+//!   command (`src/bin/msgflo/`) is its command line.
 //!
 //! ## Quick start
 //! ```no_run
@@ -36,6 +39,8 @@
 //! ```
 
 pub mod broker;
+#[cfg(feature = "coordinator")]
+pub mod coordinator;
 pub mod discovery;
 pub mod error;
 pub mod graph;

@@ -158,7 +158,9 @@ class Participant extends EventEmitter {
         // unchanged (JSON-encoding the text would change the payload).
         const raw = (data === msg.data && !msg.isJson) ? msg.payload : undefined;
         // Synchronous unless there is backpressure: no Promise per message.
-        if (!err || hasData) pending = this._emitOut(outport, data, raw);
+        // callback() with no outport and no data: a sink is done; ack.
+        const nothing = (outport === undefined || outport === null) && !hasData;
+        if (!nothing && (!err || hasData)) pending = this._emitOut(outport, data, raw);
       } catch (e) {
         return failed(e);
       }

@@ -49,7 +49,7 @@ impl CoreClient {
     pub async fn send_to(&self, queue_type: String, name: String, payload: Buffer) -> Result<()> {
         let target = match kind(&queue_type)? {
             PortKind::In => Target::Queue(name),
-            PortKind::Out => Target::Exchange(name),
+            PortKind::Out | PortKind::Router => Target::Exchange(name),
         };
         self.transport.publish(target, payload.to_vec().into(), true).await.map_err(to_js)
     }

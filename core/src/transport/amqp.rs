@@ -25,7 +25,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Backoff, ConnectOptions, Declaration, PortKind, Target, Transport, DISCOVERY_QUEUE};
+use super::{Backoff, ConnectOptions, Declaration, PortKind, Target, Transport, DISCOVERY_FANOUT, DISCOVERY_QUEUE};
 use crate::broker::BrokerUrl;
 use crate::error::{Error, Result};
 use crate::message::{Delivery, Message, Payload, Settle, Settlement};
@@ -72,6 +72,8 @@ struct State {
     /// (exchange, queue) bindings made through `bind`, replayed too (a
     /// transient queue is gone after a broker restart, and its bindings).
     bindings: Vec<(String, String)>,
+    /// (source, destination) exchange-to-exchange bindings, replayed too.
+    exchange_bindings: Vec<(String, String)>,
     subscriptions: Vec<Subscription>,
 }
 
@@ -222,6 +224,24 @@ fn durable_exchange(persistent: bool) -> ExchangeDeclareOptions {
 }
 
 impl Inner {
+    /// Queue a publish for the pipeline (see [`Transport::publish`]).
+    async fn publish(&self, target: Target, payload: Payload, persistent: bool) -> Result<()> {
+        if self.closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        let permit = tokio::select! {
+            biased;
+            p = self.unconfirmed.clone().acquire_owned() => p.map_err(|_| Error::Closed)?,
+            _ = self.closed.cancelled() => return Err(Error::Closed),
+        };
+        let (exchange, routing_key) = match target {
+            Target::Exchange(x) => (x, String::new()),
+            Target::Queue(q) => (String::new(), q),
+        };
+        let p = Pending { exchange, routing_key, payload, persistent, seq: 0, _permit: permit };
+        self.ops.send(Op::Publish(p)).map_err(|_| Error::Closed)
+    }
+
     /// Connect, open channels, replay declarations and subscriptions, and
     /// install the result as generation `generation`.
     async fn open(self: &Arc<Self>, state: &mut State, generation: u64) -> Result<()> {
@@ -242,6 +262,9 @@ impl Inner {
             }
             for (exchange, queue) in &state.bindings {
                 bind_on(&live.connection, exchange, queue).await?;
+            }
+            for (source, destination) in &state.exchange_bindings {
+                bind_exchange_on(&live.connection, source, destination).await?;
             }
             for sub in &state.subscriptions {
                 self.start_consumer(&live, sub.clone()).await?;
@@ -340,6 +363,13 @@ async fn declare_on(connection: &Connection, decl: &Declaration) -> Result<()> {
     let p = decl.persistent;
     let exchange_wanted = format!("fanout exchange durable={p} auto_delete={}", !p);
     on_fresh_channel(connection, |ch| async move {
+        if decl.kind == PortKind::Router {
+            let wanted = format!("direct exchange durable={p} auto_delete={}", !p);
+            return ch
+                .exchange_declare(q.into(), ExchangeKind::Direct, durable_exchange(p), FieldTable::default())
+                .await
+                .map_err(|e| declare_error(e, "exchange", q, wanted));
+        }
         if decl.kind == PortKind::In {
             let mut args = FieldTable::default();
             args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(format!("dead-{q}").into()));
@@ -368,6 +398,16 @@ async fn bind_on(connection: &Connection, exchange: &str, queue: &str) -> Result
         ch.queue_bind(queue.into(), exchange.into(), "".into(), QueueBindOptions::default(), FieldTable::default())
             .await
             .map_err(|e| Error::broker(format!("bind queue {queue:?} to exchange {exchange:?}"), describe_err(&e)))
+    })
+    .await
+}
+
+/// Bind exchange `destination` to exchange `source` on a fresh channel.
+async fn bind_exchange_on(connection: &Connection, source: &str, destination: &str) -> Result<()> {
+    on_fresh_channel(connection, |ch| async move {
+        ch.exchange_bind(destination.into(), source.into(), "".into(), ExchangeBindOptions::default(), FieldTable::default())
+            .await
+            .map_err(|e| Error::broker(format!("bind exchange {destination:?} to exchange {source:?}"), describe_err(&e)))
     })
     .await
 }
@@ -722,20 +762,7 @@ impl Transport for Amqp {
     }
 
     async fn publish(&self, target: Target, payload: Payload, persistent: bool) -> Result<()> {
-        if self.inner.closed.is_cancelled() {
-            return Err(Error::Closed);
-        }
-        let permit = tokio::select! {
-            biased;
-            p = self.inner.unconfirmed.clone().acquire_owned() => p.map_err(|_| Error::Closed)?,
-            _ = self.inner.closed.cancelled() => return Err(Error::Closed),
-        };
-        let (exchange, routing_key) = match target {
-            Target::Exchange(x) => (x, String::new()),
-            Target::Queue(q) => (String::new(), q),
-        };
-        let p = Pending { exchange, routing_key, payload, persistent, seq: 0, _permit: permit };
-        self.inner.ops.send(Op::Publish(p)).map_err(|_| Error::Closed)
+        self.inner.publish(target, payload, persistent).await
     }
 
     async fn bind(&self, exchange: &str, queue: &str) -> Result<()> {
@@ -760,12 +787,53 @@ impl Transport for Amqp {
         .await
     }
 
+    async fn bind_exchange(&self, source: &str, destination: &str) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        if let Some(live) = &state.live {
+            bind_exchange_on(&live.connection, source, destination).await?;
+        }
+        let edge = (source.to_owned(), destination.to_owned());
+        if !state.exchange_bindings.contains(&edge) {
+            state.exchange_bindings.push(edge);
+        }
+        Ok(())
+    }
+
+    async fn unbind_exchange(&self, source: &str, destination: &str) -> Result<()> {
+        self.inner.state.lock().await.exchange_bindings.retain(|(s, d)| !(s == source && d == destination));
+        self.with_channel(|ch| async move {
+            ch.exchange_unbind(destination.into(), source.into(), "".into(), Default::default(), FieldTable::default())
+                .await
+                .map_err(|e| Error::broker(format!("unbind exchange {destination:?} from {source:?}"), describe_err(&e)))
+        })
+        .await
+    }
+
+    async fn queue_depth(&self, queue: &str) -> Result<Option<u64>> {
+        // A passive declare of a missing queue closes its channel (404):
+        // harmless on a fresh one, and answers "no such queue".
+        let res = self
+            .with_channel(|ch| async move {
+                ch.queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+                    .await
+                    .map(|q| q.message_count() as u64)
+                    .map_err(|e| Error::broker(format!("queue {queue:?}"), describe_err(&e)))
+            })
+            .await;
+        match res {
+            Ok(n) => Ok(Some(n)),
+            Err(Error::Broker { ref reason, .. }) if reason.contains("404") || reason.contains("NOT_FOUND") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn delete(&self, name: &str) -> Result<()> {
         // Also forget it, so a reconnect does not declare it again.
         {
             let mut state = self.inner.state.lock().await;
             state.declarations.retain(|d| d.queue != name);
             state.bindings.retain(|(x, q)| x != name && q != name);
+            state.exchange_bindings.retain(|(x, d)| x != name && d != name);
             state.subscriptions.retain(|s| s.queue != name);
         }
         self.with_channel(|ch| async move {
@@ -786,7 +854,34 @@ impl Transport for Amqp {
                 declare_discovery_queue(&live.connection).await?;
             }
         }
-        self.subscribe(DISCOVERY_QUEUE, Arc::from(DISCOVERY_QUEUE), sink).await
+        // Every observer hears the fanout through its own transient queue...
+        self.declare(&Declaration { kind: PortKind::Out, queue: DISCOVERY_FANOUT.into(), persistent: true }).await?;
+        let private = format!("{DISCOVERY_FANOUT}.{}", uuid::Uuid::new_v4().simple());
+        self.declare(&Declaration { kind: PortKind::In, queue: private.clone(), persistent: false }).await?;
+        self.bind(DISCOVERY_FANOUT, &private).await?;
+        self.subscribe(&private, Arc::from(DISCOVERY_QUEUE), sink).await?;
+        // ...and takes its turn relaying from the shared `fbp` queue. The
+        // ack follows the confirm of the republish (pipeline order), so a
+        // message is never lost between the two.
+        let (tx, mut rx) = mpsc::channel::<Delivery>(256);
+        self.subscribe(DISCOVERY_QUEUE, Arc::from(DISCOVERY_QUEUE), tx).await?;
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            loop {
+                let d = tokio::select! {
+                    _ = inner.closed.cancelled() => return,
+                    d = rx.recv() => match d { Some(d) => d, None => return },
+                };
+                let target = Target::Exchange(DISCOVERY_FANOUT.into());
+                match inner.publish(target, d.payload().clone(), false).await {
+                    Ok(()) => {
+                        let _ = d.ack();
+                    }
+                    Err(_) => return, // closed: dropping `d` requeues it
+                }
+            }
+        });
+        Ok(())
     }
 
     async fn announce(&self, message: Payload) -> Result<()> {

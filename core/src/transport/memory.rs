@@ -209,7 +209,8 @@ impl Transport for MemoryTransport {
                 self.broker.declare_queue(&decl.queue, Some(&format!("dead-{}", decl.queue)));
                 self.broker.bind(&decl.queue, &decl.queue);
             }
-            PortKind::Out => self.broker.declare_exchange(&decl.queue),
+            // Exchanges here route on nothing; direct with key "" = fanout.
+            PortKind::Out | PortKind::Router => self.broker.declare_exchange(&decl.queue),
         }
         Ok(())
     }
@@ -268,17 +269,31 @@ impl Transport for MemoryTransport {
         Ok(())
     }
 
+    /// Each observer gets its own queue bound to the `fbp` exchange, so all
+    /// observers see every announcement made after they subscribed.
     async fn subscribe_discovery(&self, sink: mpsc::Sender<Delivery>) -> Result<()> {
         self.check_open()?;
-        self.broker.declare_queue(DISCOVERY_QUEUE, None);
-        self.subscribe(DISCOVERY_QUEUE, Arc::from(DISCOVERY_QUEUE), sink).await
+        self.broker.declare_exchange(DISCOVERY_QUEUE);
+        let private = format!("{DISCOVERY_QUEUE}.{}", uuid::Uuid::new_v4().simple());
+        self.broker.declare_queue(&private, None);
+        self.broker.bind(DISCOVERY_QUEUE, &private);
+        self.subscribe(&private, Arc::from(DISCOVERY_QUEUE), sink).await
     }
 
     async fn announce(&self, message: Payload) -> Result<()> {
         self.check_open()?;
-        self.broker.declare_queue(DISCOVERY_QUEUE, None);
-        self.broker.publish(&Target::Queue(DISCOVERY_QUEUE.into()), message.as_bytes());
+        self.broker.declare_exchange(DISCOVERY_QUEUE);
+        self.broker.publish(&Target::Exchange(DISCOVERY_QUEUE.into()), message.as_bytes());
         Ok(())
+    }
+
+    async fn broadcast_to_observers(&self, message: Payload) -> Result<()> {
+        self.announce(message).await
+    }
+
+    async fn queue_depth(&self, queue: &str) -> Result<Option<u64>> {
+        self.check_open()?;
+        Ok(self.broker.queue_len(queue).map(|n| n as u64))
     }
 
     fn generation(&self) -> watch::Receiver<u64> {

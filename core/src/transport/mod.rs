@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 
 use crate::broker::{BrokerUrl, Scheme};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::message::{Delivery, Payload};
 
 pub mod amqp;
@@ -22,6 +22,13 @@ pub mod mqtt;
 /// The queue discovery messages go to (AMQP queue, MQTT topic).
 pub const DISCOVERY_QUEUE: &str = "fbp";
 
+/// AMQP only: the fanout exchange every observer of discovery listens on.
+/// Participants (ours and the original's) send discovery into the shared
+/// work queue `fbp`, where each message reaches one consumer only; whichever
+/// observer takes it from `fbp` republishes it here, so every observer (each
+/// with a private queue bound to this exchange) sees every message once.
+pub const DISCOVERY_FANOUT: &str = "msgflo.discovery";
+
 /// The two kinds of port object a participant declares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortKind {
@@ -30,6 +37,9 @@ pub enum PortKind {
     In,
     /// Fanout exchange `Q`.
     Out,
+    /// Direct exchange `Q` (durable): the `out-<src>` exchange of a
+    /// roundrobin edge. Not a port; declared by coordinators.
+    Router,
 }
 
 /// A declaration to make on the broker (and to replay after reconnects).
@@ -109,17 +119,50 @@ pub trait Transport: Send + Sync {
     /// Remove a binding made by [`Transport::bind`].
     async fn unbind(&self, exchange: &str, queue: &str) -> Result<()>;
 
+    /// Route everything published to exchange `source` into exchange
+    /// `destination` (AMQP exchange-to-exchange binding, used for roundrobin
+    /// edges); recorded and replayed after reconnects. Other transports
+    /// refuse with a clear error.
+    async fn bind_exchange(&self, source: &str, destination: &str) -> Result<()> {
+        Err(Error::broker(
+            format!("bind exchange {destination:?} to {source:?}"),
+            format!("{} cannot bind exchanges", self.describe()),
+        ))
+    }
+
+    /// Remove a binding made by [`Transport::bind_exchange`].
+    async fn unbind_exchange(&self, source: &str, destination: &str) -> Result<()> {
+        self.bind_exchange(source, destination).await
+    }
+
+    /// Messages ready in `queue` (AMQP; the in-process broker), `None` where
+    /// the protocol cannot tell (MQTT) or the queue does not exist.
+    async fn queue_depth(&self, _queue: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// Delete a queue and an exchange of this name, if they exist (tools,
     /// tests). Nothing to delete on MQTT.
     async fn delete(&self, name: &str) -> Result<()>;
 
-    /// Receive the discovery messages on `fbp`, tagged with inport `fbp`.
-    /// AMQP: consumes the shared durable `fbp` queue, as the original's
-    /// coordinator does (so several observers take turns, not copies).
+    /// Receive every discovery message sent to `fbp`, tagged with inport
+    /// `fbp`. Several observers (on one connection or many) each get every
+    /// message. AMQP: the observer also consumes the shared `fbp` work queue,
+    /// as the original coordinator does, and republishes what it takes there
+    /// to [`DISCOVERY_FANOUT`], which every observer hears through a private
+    /// queue. MQTT topics fan out by themselves.
     async fn subscribe_discovery(&self, sink: mpsc::Sender<Delivery>) -> Result<()>;
 
     /// Send a discovery message to `fbp`.
     async fn announce(&self, message: Payload) -> Result<()>;
+
+    /// Send a message to every discovery observer and nobody else (queries
+    /// and replays between coordinators and tools; never seen by original
+    /// participants or the original coordinator). AMQP: the
+    /// [`DISCOVERY_FANOUT`] exchange; MQTT: the topic of that name.
+    async fn broadcast_to_observers(&self, message: Payload) -> Result<()> {
+        self.publish(Target::Exchange(DISCOVERY_FANOUT.into()), message, false).await
+    }
 
     /// Connection generation: 1 after the first connect, +1 per reconnect.
     fn generation(&self) -> watch::Receiver<u64>;

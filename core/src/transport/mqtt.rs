@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Backoff, ConnectOptions, Declaration, Target, Transport, DISCOVERY_QUEUE};
+use super::{Backoff, ConnectOptions, Declaration, Target, Transport, DISCOVERY_FANOUT, DISCOVERY_QUEUE};
 use crate::broker::{BrokerUrl, Scheme};
 use crate::error::{Error, Result};
 use crate::message::{Delivery, Message, Payload, Settle, Settlement};
@@ -316,8 +316,11 @@ impl Transport for Mqtt {
         self.check_open()
     }
 
+    /// Topics fan out: every observer gets `fbp` and the observers' own
+    /// topic ([`DISCOVERY_FANOUT`]), both tagged `fbp`.
     async fn subscribe_discovery(&self, sink: mpsc::Sender<Delivery>) -> Result<()> {
-        self.subscribe(DISCOVERY_QUEUE, Arc::from(DISCOVERY_QUEUE), sink).await
+        self.subscribe(DISCOVERY_QUEUE, Arc::from(DISCOVERY_QUEUE), sink.clone()).await?;
+        self.subscribe(DISCOVERY_FANOUT, Arc::from(DISCOVERY_QUEUE), sink).await
     }
 
     async fn announce(&self, message: Payload) -> Result<()> {

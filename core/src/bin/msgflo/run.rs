@@ -1,0 +1,218 @@
+//! `msgflo run` and `msgflo setup`: one coordinator, two lifetimes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use msgflo::coordinator::embedded::EmbeddedBroker;
+use msgflo::coordinator::supervisor::{Spec, Supervisor};
+use msgflo::coordinator::{wiring, Coordinator, Options, Snapshot};
+use msgflo::graph::Graph;
+use msgflo::library::Library;
+use msgflo::transport::{self, ConnectOptions, Transport};
+
+use crate::{Failure, GraphArgs};
+
+/// The graph and the library it is run with.
+pub struct Loaded {
+    pub graph: Graph,
+    pub library: Library,
+    /// Where commands run: the library file's folder (or the current one).
+    pub dir: PathBuf,
+}
+
+/// Read the graph and the library; every problem is an input error that
+/// names the file (and line:column for graphs).
+pub fn load(args: &GraphArgs) -> Result<Loaded, Failure> {
+    let graph = Graph::from_file(&args.graph).map_err(|e| Failure::input(e.to_string()))?;
+    graph.validate().map_err(|e| Failure::input(format!("{}: {e}", args.graph.display())))?;
+    let found = args.library.clone().or_else(|| {
+        ["msgflo.json", "package.json"].iter().map(PathBuf::from).find(|p| p.exists())
+    });
+    let (library, dir) = match found {
+        Some(path) => {
+            // Absolute, so component files resolve from the children's folder.
+            let path = path.canonicalize().map_err(|e| Failure::input(format!("library {}: {e}", path.display())))?;
+            let lib = Library::from_file(&path).map_err(|e| Failure::input(e.to_string()))?;
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| ".".into());
+            (lib, dir)
+        }
+        None => (Library::default(), PathBuf::from(".")),
+    };
+    Ok(Loaded { graph, library, dir })
+}
+
+async fn connect(url: &str) -> Result<Arc<dyn Transport>, Failure> {
+    let options = ConnectOptions { connection_name: "msgflo coordinator".into(), ..Default::default() };
+    transport::connect(url, &options).await.map_err(Failure::from)
+}
+
+/// Start the participants of `roles` from the library. A component the
+/// library cannot start is reported, not fatal: it may be started by other
+/// means, and is wired when it appears.
+async fn start_participants(loaded: &Loaded, roles: &[String], url: &str, supervisor: &Supervisor) -> usize {
+    let mut started = 0;
+    for role in roles {
+        let process = &loaded.graph.processes[role];
+        let iips: serde_json::Map<String, serde_json::Value> = loaded
+            .graph
+            .connections
+            .iter()
+            .filter(|c| c.src.is_none() && &c.tgt.process == role)
+            .filter_map(|c| Some((c.tgt.port.clone(), c.data.clone()?)))
+            .collect();
+        let argv = match loaded.library.command(&process.component, role, &serde_json::Value::Object(iips)) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("not starting {role}: {e}; it is wired when it appears on the broker");
+                continue;
+            }
+        };
+        let mut argv = argv;
+        // Commands are relative to the library's folder.
+        if let Some(first) = argv.first_mut() {
+            let local = loaded.dir.join(&*first);
+            if first.contains('/') && !Path::new(first).is_absolute() && local.exists() {
+                *first = local.display().to_string();
+            }
+        }
+        let spec = Spec {
+            role: role.clone(),
+            argv,
+            env: vec![("MSGFLO_BROKER".into(), url.into())],
+            dir: Some(loaded.dir.clone()),
+        };
+        match supervisor.start(spec).await {
+            Ok(()) => started += 1,
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+    started
+}
+
+fn participant_roles(graph: &Graph, only: &[String], ignore: &[String]) -> Vec<String> {
+    graph
+        .processes
+        .keys()
+        .filter(|r| wiring::is_participant(graph, r))
+        .filter(|r| only.is_empty() || only.contains(r))
+        .filter(|r| !ignore.contains(r))
+        .cloned()
+        .collect()
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// Log progress lines as the picture changes (discovered, wired, complete).
+fn summary(s: &Snapshot) -> String {
+    let alive = s.participants.iter().filter(|p| p.alive > 0).count();
+    let wired = s.wires.iter().filter(|w| w.error.is_none()).count();
+    format!(
+        "{alive} participant(s) up, {wired}/{} edge(s) wired, {} waiting, {} IIP(s) sent",
+        s.wires.len(),
+        s.pending.len(),
+        s.iips_sent
+    )
+}
+
+pub async fn run(args: GraphArgs, broker: Option<String>, no_start: bool, expire: Option<f64>) -> Result<(), Failure> {
+    let loaded = load(&args)?;
+    let (url, embedded) = match broker.or_else(msgflo::broker::configured) {
+        Some(u) => (u, false),
+        None => {
+            let b = tokio::task::spawn_blocking(EmbeddedBroker::start)
+                .await
+                .map_err(|e| Failure::run(e.to_string()))??;
+            (b.url(), true)
+        }
+    };
+    let transport = connect(&url).await?;
+    let mut options = Options::new(loaded.graph.clone());
+    if let Some(e) = expire {
+        options.expiry = Duration::from_secs_f64(e.max(0.1));
+    }
+    let coordinator = Coordinator::start(transport.clone(), &url, options).await?;
+    let roles = participant_roles(&loaded.graph, &[], &args.ignore);
+    println!(
+        "msgflo: running {} on {}{} with {} participant(s); Ctrl-C stops",
+        args.graph.display(),
+        msgflo::broker::BrokerUrl::parse(&url).map(|u| u.redacted()).unwrap_or(url.clone()),
+        if embedded { " (embedded broker)" } else { "" },
+        roles.len()
+    );
+    let supervisor = Supervisor::default();
+    if !no_start {
+        start_participants(&loaded, &roles, &url, &supervisor).await;
+    }
+    let mut last = String::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = ticker.tick() => {
+                let s = coordinator.snapshot();
+                let line = summary(&s);
+                if line != last {
+                    tracing::info!("{line}{}", if s.complete { " (graph complete)" } else { "" });
+                    last = line;
+                }
+            }
+        }
+    }
+    tracing::info!("stopping participants");
+    supervisor.shutdown().await;
+    coordinator.stop().await;
+    let _ = transport.close().await;
+    Ok(())
+}
+
+pub async fn setup(
+    args: GraphArgs,
+    broker: Option<String>,
+    participants: bool,
+    only: Vec<String>,
+    forever: bool,
+    timeout: f64,
+) -> Result<(), Failure> {
+    let loaded = load(&args)?;
+    let url = msgflo::broker::resolve(broker.as_deref());
+    let transport = connect(&url).await?;
+    let coordinator = Coordinator::start(transport.clone(), &url, Options::new(loaded.graph.clone())).await?;
+    let supervisor = Supervisor::default();
+    if participants {
+        let roles = participant_roles(&loaded.graph, &only, &args.ignore);
+        start_participants(&loaded, &roles, &url, &supervisor).await;
+    }
+    let waited = coordinator.wait_for(Duration::from_secs_f64(timeout), |s| s.complete).await;
+    let result = match waited {
+        Ok(s) => {
+            for w in &s.wires {
+                println!("{}", w.wire);
+            }
+            println!("msgflo: setup of {} complete: {}", args.graph.display(), summary(&s));
+            Ok(())
+        }
+        Err(_) => {
+            let s = coordinator.snapshot();
+            let mut why: Vec<String> = s.pending.iter().map(|(e, p)| format!("  {e}: {p:?}")).collect();
+            why.extend(s.wires.iter().filter_map(|w| Some(format!("  {}: {}", w.wire, w.error.as_ref()?))));
+            why.extend(s.iips_pending.iter().map(|(t, r)| format!("  IIP to {t}: {r}")));
+            Err(Failure::run(format!("setup incomplete after {timeout} s:\n{}", why.join("\n"))))
+        }
+    };
+    if forever && result.is_ok() {
+        shutdown_signal().await;
+    }
+    supervisor.shutdown().await;
+    coordinator.stop().await;
+    let _ = transport.close().await;
+    result
+}

@@ -1,0 +1,228 @@
+//! The small tools: register, send, dump, procfile, status.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use msgflo::coordinator::{Coordinator, Options};
+use msgflo::discovery::{Definition, PortDef};
+use msgflo::transport::{self, ConnectOptions, Target, Transport};
+use msgflo::Payload;
+use serde_json::json;
+
+use crate::run::load;
+use crate::{Failure, GraphArgs};
+
+async fn connect(broker: Option<String>, name: &str) -> Result<(String, Arc<dyn Transport>), Failure> {
+    let url = msgflo::broker::resolve(broker.as_deref());
+    let options = ConnectOptions { connection_name: format!("msgflo {name}"), ..Default::default() };
+    let t = transport::connect(&url, &options).await?;
+    Ok((url, t))
+}
+
+fn is_amqp(url: &str) -> bool {
+    url.starts_with("amqp")
+}
+
+/// A foreign participant's definition from YAML, as the original's
+/// msgflo-register reads it: `component`, optional `label`, `icon`, `id`,
+/// and `inports`/`outports` as maps from port id to `{queue, type, ...}`
+/// (lists of ports with `id` are accepted too). `#ROLE` in queue names is
+/// replaced by the role.
+pub fn foreign_definition(yaml: &str, role: &str) -> Result<Definition, String> {
+    let v: serde_json::Value = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+    let obj = v.as_object().ok_or("the file does not hold a mapping")?;
+    let component = obj.get("component").and_then(|c| c.as_str()).ok_or(".component is not defined")?;
+    let mut def = Definition::new(component);
+    def.label = obj.get("label").and_then(|x| x.as_str()).map(str::to_owned);
+    def.icon = obj.get("icon").and_then(|x| x.as_str()).map(str::to_owned);
+    def.id = Some(obj.get("id").and_then(|x| x.as_str()).unwrap_or(role).to_owned());
+    for (key, inport) in [("inports", true), ("outports", false)] {
+        let ports: Vec<(String, serde_json::Value)> = match obj.get(key) {
+            None | Some(serde_json::Value::Null) => vec![],
+            Some(serde_json::Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .map(|p| Ok((p.get("id").and_then(|i| i.as_str()).ok_or(format!("a port in {key} has no id"))?.to_owned(), p.clone())))
+                .collect::<Result<_, String>>()?,
+            Some(_) => return Err(format!("{key} must be a mapping of port id to port")),
+        };
+        for (id, p) in ports {
+            let mut port = PortDef::new(id.clone());
+            if let Some(t) = p.get("type").and_then(|t| t.as_str()) {
+                port.type_ = t.to_owned();
+            }
+            if let Some(q) = p.get("queue").and_then(|q| q.as_str()) {
+                port.queue = Some(q.replace("#ROLE", role));
+            }
+            port.description = p.get("description").and_then(|d| d.as_str()).map(str::to_owned);
+            port.hidden = p.get("hidden").and_then(|h| h.as_bool()).unwrap_or(false);
+            def = if inport { def.inport(port) } else { def.outport(port) };
+        }
+    }
+    Ok(def)
+}
+
+pub async fn register(roles: Vec<String>, broker: Option<String>, interval: f64, once: bool) -> Result<(), Failure> {
+    let mut messages = Vec::new();
+    for r in &roles {
+        let (role, file) = r.split_once(':').ok_or_else(|| Failure::input(format!("--role {r:?}: expected ROLE:FILE.yaml")))?;
+        let text = std::fs::read_to_string(file).map_err(|e| Failure::input(format!("{file}: {e}")))?;
+        let def = foreign_definition(&text, role).map_err(|e| Failure::input(format!("{file}: {e}")))?;
+        let info = def.instantiate(role).map_err(|e| Failure::input(format!("{file}: {e}")))?;
+        messages.push((info.id.clone(), Payload::json(&info.discovery_message())));
+    }
+    let (_, t) = connect(broker, "register").await?;
+    let period = Duration::from_secs_f64((interval / 2.2).max(0.1));
+    loop {
+        for (id, m) in &messages {
+            t.announce(m.clone()).await?;
+            if once {
+                println!("sent discovery message for {id}");
+            }
+        }
+        t.flush().await?;
+        if once {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    let _ = t.close().await;
+    Ok(())
+}
+
+pub async fn send(queue: String, json: Option<String>, data: Option<String>, broker: Option<String>) -> Result<(), Failure> {
+    let payload = match (json, data) {
+        (Some(j), _) => {
+            serde_json::from_str::<serde_json::Value>(&j).map_err(|e| Failure::input(format!("--json is not valid JSON: {e}")))?;
+            Payload::new(j.into_bytes())
+        }
+        (None, Some(d)) if d == "-" => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).map_err(|e| Failure::input(format!("reading stdin: {e}")))?;
+            Payload::new(buf)
+        }
+        (None, Some(d)) => Payload::new(d.into_bytes()),
+        (None, None) => return Err(Failure::input("give the message with --json DATA or --data [TEXT]")),
+    };
+    let (url, t) = connect(broker, "send").await?;
+    if is_amqp(&url) && t.queue_depth(&queue).await?.is_none() {
+        // The default exchange drops messages for queues that do not exist.
+        let _ = t.close().await;
+        return Err(Failure::run(format!("queue {queue:?} does not exist on {url}; nothing sent")));
+    }
+    let n = payload.len();
+    t.publish(Target::Queue(queue.clone()), payload, true).await?;
+    t.flush().await?;
+    let _ = t.close().await;
+    println!("sent {n} bytes to {queue}");
+    Ok(())
+}
+
+pub async fn dump(queue: String, amount: u64, timeout: Option<f64>, broker: Option<String>) -> Result<(), Failure> {
+    let (_, t) = connect(broker, "dump").await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    t.subscribe(&queue, Arc::from(queue.as_str()), tx).await?;
+    let deadline = timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
+    let mut got = 0u64;
+    let mut out = std::io::stdout().lock();
+    while amount == 0 || got < amount {
+        let next = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, rx.recv()).await.ok().flatten(),
+                None => rx.recv().await,
+            }
+        };
+        let d = tokio::select! {
+            d = next => d,
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        let Some(d) = d else { break };
+        let _ = out.write_all(d.payload().as_bytes());
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+        d.ack()?;
+        got += 1;
+    }
+    drop(rx);
+    t.flush().await?;
+    let _ = t.close().await;
+    if amount != 0 && got < amount {
+        return Err(Failure::run(format!("got {got} of {amount} message(s) from {queue}")));
+    }
+    Ok(())
+}
+
+pub fn procfile(args: GraphArgs) -> Result<(), Failure> {
+    let mut loaded = load(&args)?;
+    for r in &args.ignore {
+        loaded.graph.processes.remove(r);
+    }
+    loaded.graph.connections.retain(|c| {
+        loaded.graph.processes.contains_key(&c.tgt.process) && c.src.as_ref().is_none_or(|s| loaded.graph.processes.contains_key(&s.process))
+    });
+    let text = loaded.library.procfile(&loaded.graph)?;
+    print!("{text}");
+    Ok(())
+}
+
+pub async fn status(broker: Option<String>, as_json: bool, wait: f64) -> Result<(), Failure> {
+    let (url, t) = connect(broker, "status").await?;
+    let observer = Coordinator::start(t.clone(), &url, Options::observer()).await?;
+    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+    let mut snap = observer.snapshot();
+    observer.stop().await;
+    // Queue depths where the broker can tell (AMQP).
+    for p in &mut snap.participants {
+        for port in &mut p.inports {
+            if let Some(q) = &port.queue {
+                port.depth = t.queue_depth(q).await.unwrap_or(None);
+            }
+        }
+    }
+    let _ = t.close().await;
+    let redacted = msgflo::broker::BrokerUrl::parse(&url).map(|u| u.redacted()).unwrap_or(url);
+    if as_json {
+        let v = json!({
+            "broker": redacted,
+            "participants": snap.participants,
+            "edges": snap.reported_wires,
+            "rejected": snap.rejected,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    let alive = snap.participants.iter().filter(|p| p.alive > 0).count();
+    println!("broker {redacted}: {} participant(s), {alive} alive", snap.participants.len());
+    if !snap.participants.is_empty() {
+        println!("{:<20} {:<24} {:>6} {:>10}  PORTS", "ROLE", "COMPONENT", "ALIVE", "LAST SEEN");
+    }
+    for p in &snap.participants {
+        let seen = p.last_seen_secs.map(|s| format!("{s:.0} s ago")).unwrap_or_else(|| "-".into());
+        let mut ports: Vec<String> = p
+            .inports
+            .iter()
+            .map(|x| match x.depth {
+                Some(d) => format!("in:{}={} ({d} queued)", x.id, x.queue.as_deref().unwrap_or("-")),
+                None => format!("in:{}={}", x.id, x.queue.as_deref().unwrap_or("-")),
+            })
+            .collect();
+        ports.extend(p.outports.iter().map(|x| format!("out:{}={}", x.id, x.queue.as_deref().unwrap_or("-"))));
+        println!("{:<20} {:<24} {:>6} {:>10}  {}", p.role, p.component, format!("{}/{}", p.alive, p.instances), seen, ports.join(" "));
+    }
+    if snap.reported_wires.is_empty() {
+        println!("edges: none reported (no coordinator running?)");
+    } else {
+        println!("edges (reported by running coordinators):");
+        for w in &snap.reported_wires {
+            println!("  {}  [{}]", w.wire, w.edges.join(", "));
+        }
+    }
+    if snap.rejected > 0 {
+        println!("{} message(s) on fbp were not discovery messages", snap.rejected);
+    }
+    Ok(())
+}

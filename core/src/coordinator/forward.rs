@@ -1,0 +1,71 @@
+//! MQTT edges: brokers cannot bind one topic to another, so the coordinator
+//! subscribes to the source topic and republishes every message to each
+//! target topic, bytes unchanged (the original re-encoded payloads, which
+//! broke binary data).
+//!
+//! One subscription per source topic, made once and kept: removing an edge
+//! only drops the target from the list, and adding it back puts it there
+//! again. A message is therefore forwarded at most once per edge, however
+//! often edges are removed and added (the original subscribed again on each
+//! add and forwarded twice).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::transport::{Target, Transport};
+use crate::{Delivery, Result};
+
+pub struct Forwarder {
+    transport: Arc<dyn Transport>,
+    routes: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>,
+    subscribed: Mutex<BTreeSet<String>>,
+    sink: mpsc::Sender<Delivery>,
+}
+
+impl Forwarder {
+    pub fn new(transport: Arc<dyn Transport>) -> Forwarder {
+        let (sink, rx) = mpsc::channel(4096);
+        let routes: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Default::default();
+        tokio::spawn(run(transport.clone(), routes.clone(), rx));
+        Forwarder { transport, routes, subscribed: Default::default(), sink }
+    }
+
+    /// Forward `src` to `tgt` from now on.
+    pub async fn add(&self, src: &str, tgt: &str) -> Result<()> {
+        if src == tgt {
+            return Ok(()); // same topic: already connected, forwarding would loop
+        }
+        self.routes.lock().unwrap().entry(src.to_owned()).or_default().insert(tgt.to_owned());
+        let first = self.subscribed.lock().unwrap().insert(src.to_owned());
+        if first {
+            if let Err(e) = self.transport.subscribe(src, Arc::from(src), self.sink.clone()).await {
+                self.subscribed.lock().unwrap().remove(src);
+                self.remove(src, tgt);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop forwarding `src` to `tgt`.
+    pub fn remove(&self, src: &str, tgt: &str) {
+        if let Some(t) = self.routes.lock().unwrap().get_mut(src) {
+            t.remove(tgt);
+        }
+    }
+}
+
+async fn run(transport: Arc<dyn Transport>, routes: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>, mut rx: mpsc::Receiver<Delivery>) {
+    while let Some(d) = rx.recv().await {
+        let targets: Vec<String> = routes.lock().unwrap().get(d.inport()).map(|t| t.iter().cloned().collect()).unwrap_or_default();
+        for t in targets {
+            if let Err(e) = transport.publish(Target::Queue(t.clone()), d.payload().clone(), false).await {
+                warn!("forwarding {} -> {t} failed: {e}", d.inport());
+            }
+        }
+        let _ = d.ack();
+    }
+}

@@ -1,0 +1,574 @@
+//! The coordinator: keeps the live picture of every participant discovered on
+//! the broker, and keeps the broker wired as a graph says.
+//!
+//! It is a reconcile loop, not a one-shot setup: whenever discovery changes
+//! what is known (a participant appears late, comes back with other queues)
+//! or the graph changes (live editing, later over the FBP runtime protocol),
+//! the wanted broker edges are computed again ([`wiring::resolve`]) and the
+//! difference is applied. Nothing fails because a participant is missing: its
+//! edges wait, and are wired the moment it announces itself.
+//!
+//! - [`registry`]: participants by role and id, heartbeats, expiry.
+//! - [`wiring`]: graph + registry -> broker edges (pure, unit-tested).
+//! - `forward`: MQTT edges, forwarded by the coordinator.
+//! - [`supervisor`]: spawning and restarting participant processes.
+//! - [`embedded`]: the MQTT broker used when none is configured.
+//!
+//! Several coordinators and tools can observe discovery at once (see
+//! [`Transport::subscribe_discovery`]); a coordinator answers a newcomer's
+//! query by replaying what it knows, with ages, so `msgflo status` sees the
+//! whole system at once instead of waiting for heartbeats.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::broker::{BrokerUrl, Scheme};
+use crate::discovery::parse_discovery;
+use crate::graph::{Connection, Graph};
+use crate::transport::{Declaration, PortKind, Target, Transport};
+use crate::{Delivery, Error, Payload, Result};
+
+pub mod embedded;
+mod forward;
+pub mod registry;
+pub mod supervisor;
+pub mod wiring;
+
+use registry::{Observed, Registry, RoleStatus};
+use wiring::{Pending, Resolution, Wire};
+
+/// How a coordinator behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The graph to keep wired (empty: only observe).
+    pub graph: Graph,
+    /// A participant silent for this long is shown as gone.
+    pub expiry: Duration,
+    /// Send the graph's IIPs (each once, after the edges it feeds exist).
+    pub send_iips: bool,
+    /// Answer other observers' queries with what this one knows. Tools
+    /// that only look (`msgflo status`) do not.
+    pub answer_queries: bool,
+    /// Ask other coordinators for what they know at start.
+    pub query: bool,
+    /// Change the broker (bind, forward, send IIPs). Off for tools that
+    /// only look.
+    pub wire: bool,
+}
+
+impl Options {
+    pub fn new(graph: Graph) -> Self {
+        Options { graph, expiry: default_expiry(), send_iips: true, answer_queries: true, query: true, wire: true }
+    }
+
+    /// Look, never touch: for `msgflo status` and other observers.
+    pub fn observer() -> Self {
+        Options { send_iips: false, answer_queries: false, wire: false, ..Options::new(Graph::default()) }
+    }
+}
+
+/// Three missed heartbeats of a participant using the same
+/// `MSGFLO_DISCOVERY_PERIOD` as this process (about 82 s by default).
+pub fn default_expiry() -> Duration {
+    crate::discovery::heartbeat_interval() * 3 + Duration::from_secs(1)
+}
+
+/// One wired (or failing) broker edge, for status.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct WireStatus {
+    #[serde(flatten)]
+    pub wire: Wire,
+    /// The graph edges it serves.
+    pub edges: Vec<String>,
+    /// `None` when wired; the last error otherwise.
+    pub error: Option<String>,
+}
+
+/// Everything a coordinator knows, as plain data.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    pub participants: Vec<RoleStatus>,
+    pub wires: Vec<WireStatus>,
+    /// Graph edges not wired, and why.
+    pub pending: Vec<(String, Pending)>,
+    /// IIPs not sent yet, and why.
+    pub iips_pending: Vec<(String, String)>,
+    pub iips_sent: usize,
+    /// Discovery messages handled; messages on `fbp` that were not.
+    pub observed: u64,
+    pub rejected: u64,
+    /// Every edge wired and every IIP sent.
+    pub complete: bool,
+    /// Edges other coordinators reported wiring (answers to a query).
+    pub reported_wires: Vec<WireStatus>,
+}
+
+/// Changes a running coordinator accepts (the FBP runtime protocol drives
+/// these).
+enum Command {
+    SetGraph(Box<Graph>),
+    Send(Target, Payload, oneshot::Sender<Result<()>>),
+}
+
+/// A running coordinator. Dropping it stops the loop (not the transport).
+pub struct Coordinator {
+    commands: mpsc::UnboundedSender<Command>,
+    snapshot: watch::Receiver<Snapshot>,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+    observed: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Coordinator {
+    /// Discovery messages handled so far (up to date, unlike a snapshot).
+    pub fn observed(&self) -> u64 {
+        self.observed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Start observing discovery on `transport` (connected to `url`) and
+    /// wiring `options.graph`.
+    pub async fn start(transport: Arc<dyn Transport>, url: &str, options: Options) -> Result<Coordinator> {
+        let mqtt = matches!(BrokerUrl::parse(url)?.scheme, Scheme::Mqtt { .. });
+        let (dtx, drx) = mpsc::channel(4096);
+        transport.subscribe_discovery(dtx).await?;
+        if options.query {
+            transport.broadcast_to_observers(Payload::json(&json!({"protocol": "msgflo", "command": "query"}))).await?;
+        }
+        let (stx, srx) = watch::channel(Snapshot::default());
+        let (ctx, crx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let forwarder = mqtt.then(|| forward::Forwarder::new(transport.clone()));
+        let mut state = State {
+            transport,
+            registry: Registry::new(options.expiry),
+            raw: HashMap::new(),
+            iips: options.graph.connections.iter().filter(|c| c.src.is_none() && options.send_iips).cloned().map(|c| (c, None)).collect(),
+            graph: options.graph,
+            applied: BTreeSet::new(),
+            wire: options.wire,
+            reported_wires: Vec::new(),
+            observed: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            failed: BTreeMap::new(),
+            reported: BTreeSet::new(),
+            resolution: Resolution::default(),
+            forwarder,
+            answer_queries: options.answer_queries,
+            rejected: 0,
+            iips_sent: 0,
+            snapshot: stx,
+        };
+        state.reconcile().await;
+        let observed = state.observed.clone();
+        let task = tokio::spawn(state.run(drx, crx, stop.clone()));
+        Ok(Coordinator { commands: ctx, snapshot: srx, stop, task: Some(task), observed })
+    }
+
+    /// The latest picture (updated after changes and every second).
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.borrow().clone()
+    }
+
+    /// Wait until `f` holds for the picture, or `timeout` passes.
+    pub async fn wait_for(&self, timeout: Duration, f: impl Fn(&Snapshot) -> bool) -> Result<Snapshot> {
+        let mut rx = self.snapshot.clone();
+        let res = tokio::time::timeout(timeout, rx.wait_for(|s| f(s))).await;
+        match res {
+            Ok(Ok(s)) => Ok(s.clone()),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(Error::Timeout(timeout, "the coordinator to reach the wanted state".into())),
+        }
+    }
+
+    /// Replace the graph; edges are added and removed to match.
+    pub fn set_graph(&self, graph: Graph) -> Result<()> {
+        graph.validate().map_err(Error::InvalidDefinition)?;
+        self.commands.send(Command::SetGraph(Box::new(graph))).map_err(|_| Error::Closed)
+    }
+
+    /// Send a message into a queue (an IIP given live).
+    pub async fn send(&self, target: Target, payload: Payload) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Send(target, payload, tx)).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Stop the loop and wait for it.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+struct State {
+    transport: Arc<dyn Transport>,
+    registry: Registry,
+    /// The latest discovery message of each instance, by id (for replays).
+    raw: HashMap<String, (String, Payload)>,
+    graph: Graph,
+    /// IIPs and whether (when) they were sent.
+    iips: Vec<(Connection, Option<Instant>)>,
+    applied: BTreeSet<Wire>,
+    wire: bool,
+    reported_wires: Vec<WireStatus>,
+    /// Discovery messages handled, readable without waiting for a snapshot.
+    observed: Arc<std::sync::atomic::AtomicU64>,
+    /// Wires that failed: when to retry, and the error.
+    failed: BTreeMap<Wire, (Instant, String)>,
+    /// Pending edges already logged (each problem is said once).
+    reported: BTreeSet<String>,
+    resolution: Resolution,
+    forwarder: Option<forward::Forwarder>,
+    answer_queries: bool,
+    rejected: u64,
+    iips_sent: usize,
+    snapshot: watch::Sender<Snapshot>,
+}
+
+impl State {
+    async fn run(mut self, mut discovery: mpsc::Receiver<Delivery>, mut commands: mpsc::UnboundedReceiver<Command>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                c = commands.recv() => match c {
+                    Some(Command::SetGraph(g)) => {
+                        let keep: Vec<_> = self.iips.drain(..).collect();
+                        self.iips = g.connections.iter().filter(|c| c.src.is_none()).cloned().map(|c| {
+                            let sent = keep.iter().find(|(k, _)| k == &c).and_then(|(_, s)| *s);
+                            (c, sent)
+                        }).collect();
+                        self.graph = *g;
+                        self.reconcile().await;
+                    }
+                    Some(Command::Send(target, payload, reply)) => {
+                        let _ = reply.send(self.transport.publish(target, payload, true).await);
+                    }
+                    None => return,
+                },
+                d = discovery.recv() => {
+                    let Some(d) = d else {
+                        warn!("discovery subscription ended");
+                        return;
+                    };
+                    // Take what is queued too, then reconcile once.
+                    let mut dirty = self.handle(d).await;
+                    for _ in 0..4096 {
+                        match discovery.try_recv() {
+                            Ok(d) => dirty |= self.handle(d).await,
+                            Err(_) => break,
+                        }
+                    }
+                    if dirty {
+                        self.reconcile().await;
+                    }
+                }
+                _ = tick.tick() => {
+                    for (role, id) in self.registry.expire(Instant::now()) {
+                        warn!(role = %role, "participant {role} ({id}) gone: no discovery for {:.0} s", self.registry.expiry().as_secs_f64());
+                        self.raw.remove(&id);
+                    }
+                    self.reconcile().await;
+                }
+            }
+        }
+    }
+
+    /// Handle one message from `fbp`; true if wiring may have changed.
+    async fn handle(&mut self, d: Delivery) -> bool {
+        let dirty = self.handle_bytes(d.payload().as_bytes(), Instant::now()).await;
+        let _ = d.ack();
+        dirty
+    }
+
+    async fn handle_bytes(&mut self, bytes: &[u8], at: Instant) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            protocol: String,
+            command: String,
+            #[serde(default)]
+            payload: serde_json::Value,
+        }
+        let env: Envelope = match serde_json::from_slice(bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                self.reject(format!("not JSON: {e}"), bytes);
+                return false;
+            }
+        };
+        match (env.protocol.as_str(), env.command.as_str()) {
+            ("discovery", "participant") => match parse_discovery(bytes) {
+                Ok(a) => {
+                    let (role, id, component) = (a.role.clone(), a.id.clone(), a.component.clone());
+                    let what = self.registry.observe(a, at);
+                    self.observed.store(self.registry.observed, std::sync::atomic::Ordering::Relaxed);
+                    self.raw.insert(id.clone(), (role.clone(), Payload::new(bytes.to_vec())));
+                    match what {
+                        Observed::NewRole => info!(role = %role, "discovered {role} ({component})"),
+                        Observed::NewInstance => info!(role = %role, "another instance of {role}: {id}"),
+                        Observed::Returned => info!(role = %role, "participant {role} ({id}) is back"),
+                        Observed::Changed => info!(role = %role, "participant {role} announced a new definition"),
+                        Observed::Heartbeat => {}
+                    }
+                    matches!(what, Observed::NewRole | Observed::Changed)
+                }
+                Err(e) => {
+                    self.reject(e.to_string(), bytes);
+                    false
+                }
+            },
+            ("msgflo", "query") => {
+                self.answer_query().await;
+                false
+            }
+            ("msgflo", "wires") => {
+                if let Ok(w) = serde_json::from_value::<Vec<WireStatus>>(env.payload["wires"].clone()) {
+                    for w in w {
+                        if !self.reported_wires.contains(&w) {
+                            self.reported_wires.push(w);
+                        }
+                    }
+                    self.publish_snapshot();
+                }
+                false
+            }
+            ("msgflo", "replay") => {
+                let age = Duration::from_millis(env.payload["age_ms"].as_u64().unwrap_or(0));
+                let inner = env.payload["message"].to_string();
+                let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+                // A replay of a replay is refused by the match below.
+                if env.payload["message"]["protocol"] == "discovery" {
+                    Box::pin(self.handle_bytes(inner.as_bytes(), at)).await
+                } else {
+                    false
+                }
+            }
+            (p, c) => {
+                self.reject(format!("unknown protocol {p:?} command {c:?}"), bytes);
+                false
+            }
+        }
+    }
+
+    fn reject(&mut self, why: String, bytes: &[u8]) {
+        self.rejected += 1;
+        // Say it, but not ten thousand times.
+        if self.rejected <= 5 || self.rejected.is_power_of_two() {
+            let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
+            warn!("ignored a message on fbp ({} so far): {why}: {shown}", self.rejected);
+        }
+    }
+
+    /// Replay the latest discovery of every live instance to all observers.
+    async fn answer_query(&mut self) {
+        if !self.answer_queries {
+            return;
+        }
+        let now = Instant::now();
+        let mut replays = Vec::new();
+        for (id, (role, raw)) in &self.raw {
+            let Some(inst) = self.registry.role(role).and_then(|r| r.instances.get(id)) else { continue };
+            if !inst.alive {
+                continue;
+            }
+            let Some(message) = raw.parse_json() else { continue };
+            let age = now.saturating_duration_since(inst.last_seen).as_millis() as u64;
+            replays.push(json!({"protocol": "msgflo", "command": "replay", "payload": {"age_ms": age, "message": message}}));
+        }
+        debug!("answering a discovery query with {} participants", replays.len());
+        let wires: Vec<WireStatus> = self.wire_status().into_iter().filter(|w| w.error.is_none()).collect();
+        if !wires.is_empty() {
+            replays.push(json!({"protocol": "msgflo", "command": "wires", "payload": {"wires": wires}}));
+        }
+        for r in replays {
+            if let Err(e) = self.transport.broadcast_to_observers(Payload::json(&r)).await {
+                warn!("cannot answer a discovery query: {e}");
+                return;
+            }
+        }
+    }
+
+    /// Make the broker match the graph as far as participants are known,
+    /// send IIPs whose edges exist, and publish a new snapshot.
+    async fn reconcile(&mut self) {
+        self.resolution = wiring::resolve(&self.graph, &self.registry);
+        let wanted: BTreeSet<Wire> = self.resolution.wires.keys().cloned().collect();
+        for w in self.applied.difference(&wanted).cloned().collect::<Vec<_>>() {
+            match self.unapply(&w).await {
+                Ok(()) => info!("unwired {w}"),
+                Err(e) => warn!("cannot unwire {w}: {e}"),
+            }
+            self.applied.remove(&w);
+        }
+        self.failed.retain(|w, _| wanted.contains(w));
+        let now = Instant::now();
+        for w in wanted.difference(&self.applied).cloned().collect::<Vec<_>>() {
+            if !self.wire {
+                break;
+            }
+            if self.failed.get(&w).is_some_and(|(retry, _)| *retry > now) {
+                continue;
+            }
+            match self.apply(&w).await {
+                Ok(()) => {
+                    info!("wired {w}");
+                    self.failed.remove(&w);
+                    self.applied.insert(w);
+                }
+                Err(e) => {
+                    if !self.failed.contains_key(&w) {
+                        warn!("cannot wire {w}: {e} (retrying every 5 s)");
+                    }
+                    self.failed.insert(w, (now + Duration::from_secs(5), e.to_string()));
+                }
+            }
+        }
+        for (edge, why) in &self.resolution.pending {
+            if let Pending::Invalid { reason } = why {
+                if self.reported.insert(format!("{edge}: {reason}")) {
+                    warn!("edge {edge} cannot be wired: {reason}");
+                }
+            }
+        }
+        self.send_iips().await;
+        self.publish_snapshot();
+    }
+
+    async fn apply(&self, w: &Wire) -> Result<()> {
+        if !self.wire {
+            return Err(Error::broker("wire", "this observer does not change the broker"));
+        }
+        if let Some(f) = &self.forwarder {
+            return match w {
+                Wire::PubSub { src, tgt } | Wire::RoundRobin { src, tgt } => f.add(src, tgt).await,
+                Wire::DeadLetter { .. } => Err(Error::broker("dead-letter route", "needs AMQP (MQTT has no nack)")),
+            };
+        }
+        let t = &self.transport;
+        match w {
+            Wire::PubSub { src, tgt } => t.bind(src, tgt).await,
+            Wire::RoundRobin { src, tgt } => {
+                let router = format!("out-{src}");
+                t.declare(&Declaration { kind: PortKind::Router, queue: router.clone(), persistent: true }).await?;
+                t.bind_exchange(src, &router).await?;
+                t.bind(&router, tgt).await
+            }
+            Wire::DeadLetter { tgt, deadletter } => {
+                let dead = format!("dead-{tgt}");
+                t.declare(&Declaration { kind: PortKind::Out, queue: dead.clone(), persistent: true }).await?;
+                t.bind(&dead, deadletter).await
+            }
+        }
+    }
+
+    async fn unapply(&self, w: &Wire) -> Result<()> {
+        if let Some(f) = &self.forwarder {
+            if let Wire::PubSub { src, tgt } | Wire::RoundRobin { src, tgt } = w {
+                f.remove(src, tgt);
+            }
+            return Ok(());
+        }
+        let t = &self.transport;
+        match w {
+            Wire::PubSub { src, tgt } => t.unbind(src, tgt).await,
+            Wire::RoundRobin { src, tgt } => t.unbind(&format!("out-{src}"), tgt).await,
+            Wire::DeadLetter { tgt, deadletter } => t.unbind(&format!("dead-{tgt}"), deadletter).await,
+        }
+    }
+
+    async fn send_iips(&mut self) {
+        if !self.wire {
+            return;
+        }
+        let mut sent_now = Vec::new();
+        for (i, (c, sent)) in self.iips.iter().enumerate() {
+            if sent.is_some() {
+                continue;
+            }
+            let role = &c.tgt.process;
+            if wiring::iip_ready(&self.resolution, &self.registry, role, |w| self.applied.contains(w)).is_err() {
+                continue;
+            }
+            let Some(Ok(Some(queue))) = self.registry.role(role).map(|r| r.queue(&c.tgt.port, true)) else {
+                let reason = format!("IIP to {role}.{}: no such inport", c.tgt.port);
+                if self.reported.insert(reason.clone()) {
+                    warn!("{reason}");
+                }
+                continue;
+            };
+            let Some(payload) = c.iip_payload() else { continue };
+            match self.transport.publish(Target::Queue(queue.to_owned()), payload, true).await {
+                Ok(()) => {
+                    info!("sent IIP to {role}.{}", c.tgt.port);
+                    sent_now.push(i);
+                }
+                Err(e) => warn!("cannot send IIP to {role}.{}: {e}", c.tgt.port),
+            }
+        }
+        for i in sent_now {
+            self.iips[i].1 = Some(Instant::now());
+            self.iips_sent += 1;
+        }
+    }
+
+    fn wire_status(&self) -> Vec<WireStatus> {
+        self
+            .resolution
+            .wires
+            .iter()
+            .map(|(w, edges)| WireStatus {
+                wire: w.clone(),
+                edges: edges.clone(),
+                error: if self.applied.contains(w) {
+                    None
+                } else {
+                    Some(self.failed.get(w).map(|(_, e)| e.clone()).unwrap_or_else(|| "not wired yet".into()))
+                },
+            })
+            .collect()
+    }
+
+    fn publish_snapshot(&self) {
+        let now = Instant::now();
+        let wires = self.wire_status();
+        let iips_pending: Vec<(String, String)> = self
+            .iips
+            .iter()
+            .filter(|(_, s)| s.is_none())
+            .map(|(c, _)| {
+                let why = wiring::iip_ready(&self.resolution, &self.registry, &c.tgt.process, |w| self.applied.contains(w))
+                    .err()
+                    .unwrap_or_else(|| "no such inport".into());
+                (format!("{}.{}", c.tgt.process, c.tgt.port), why)
+            })
+            .collect();
+        let complete = self.resolution.pending.is_empty() && wires.iter().all(|w| w.error.is_none()) && iips_pending.is_empty();
+        self.snapshot.send_replace(Snapshot {
+            participants: self.registry.status(now),
+            wires,
+            pending: self.resolution.pending.clone(),
+            iips_pending,
+            iips_sent: self.iips_sent,
+            observed: self.registry.observed,
+            rejected: self.rejected,
+            complete,
+            reported_wires: self.reported_wires.clone(),
+        });
+    }
+}
