@@ -51,8 +51,10 @@ async fn run(role: &str) -> msgflo::Result<()> {
                 for d in batch {
                     match d.payload().parse_json().and_then(|v| v.as_f64()).filter(|s| *s >= 0.01) {
                         Some(secs) => {
+                            // Configured: start the series again, now.
                             interval = Duration::from_secs_f64(secs);
                             next = tokio::time::Instant::now();
+                            n = 0;
                             d.ack()?;
                         }
                         None => {

@@ -104,7 +104,9 @@ pub struct Snapshot {
     /// Discovery messages handled; messages on `fbp` that were not.
     pub observed: u64,
     pub rejected: u64,
-    /// Every edge wired and every IIP sent.
+    /// Graph participants with no live instance.
+    pub missing: Vec<String>,
+    /// Every graph participant alive, every edge wired, every IIP sent.
     pub complete: bool,
     /// Edges other coordinators reported wiring (answers to a query).
     pub reported_wires: Vec<WireStatus>,
@@ -502,7 +504,7 @@ impl State {
                 continue;
             }
             let role = &c.tgt.process;
-            if wiring::iip_ready(&self.resolution, &self.registry, role, |w| self.applied.contains(w)).is_err() {
+            if wiring::iip_ready(&self.graph, &self.resolution, &self.registry, role, |w| self.applied.contains(w)).is_err() {
                 continue;
             }
             let Some(Ok(Some(queue))) = self.registry.role(role).map(|r| r.queue(&c.tgt.port, true)) else {
@@ -552,13 +554,24 @@ impl State {
             .iter()
             .filter(|(_, s)| s.is_none())
             .map(|(c, _)| {
-                let why = wiring::iip_ready(&self.resolution, &self.registry, &c.tgt.process, |w| self.applied.contains(w))
+                let why = wiring::iip_ready(&self.graph, &self.resolution, &self.registry, &c.tgt.process, |w| self.applied.contains(w))
                     .err()
                     .unwrap_or_else(|| "no such inport".into());
                 (format!("{}.{}", c.tgt.process, c.tgt.port), why)
             })
             .collect();
-        let complete = self.resolution.pending.is_empty() && wires.iter().all(|w| w.error.is_none()) && iips_pending.is_empty();
+        let missing: Vec<String> = self
+            .graph
+            .processes
+            .keys()
+            .filter(|r| wiring::is_participant(&self.graph, r))
+            .filter(|r| self.registry.role(r).is_none_or(|role| role.alive() == 0))
+            .cloned()
+            .collect();
+        let complete = missing.is_empty()
+            && self.resolution.pending.is_empty()
+            && wires.iter().all(|w| w.error.is_none())
+            && iips_pending.is_empty();
         self.snapshot.send_replace(Snapshot {
             participants: self.registry.status(now),
             wires,
@@ -567,6 +580,7 @@ impl State {
             iips_sent: self.iips_sent,
             observed: self.registry.observed,
             rejected: self.rejected,
+            missing,
             complete,
             reported_wires: self.reported_wires.clone(),
         });

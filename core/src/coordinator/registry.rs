@@ -178,6 +178,7 @@ impl Registry {
                 alive: r.alive(),
                 instances: r.instances.len(),
                 last_seen_secs: r.last_seen().map(|t| now.saturating_duration_since(t).as_secs_f64()),
+                heartbeats: r.instances.values().map(|i| i.heartbeats).sum(),
                 inports: ports(&r.definition.inports),
                 outports: ports(&r.definition.outports),
             })
@@ -200,6 +201,8 @@ pub struct RoleStatus {
     pub instances: usize,
     /// Seconds since the last discovery message of any instance.
     pub last_seen_secs: Option<f64>,
+    /// Discovery messages received for this role.
+    pub heartbeats: u64,
     pub inports: Vec<PortStatus>,
     pub outports: Vec<PortStatus>,
 }

@@ -5,7 +5,7 @@
 //! guessed: an edge whose ends are not both known yet is *pending*, and is
 //! wired the moment the missing participant appears.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -154,22 +154,34 @@ pub fn resolve(graph: &Graph, reg: &Registry) -> Resolution {
     out
 }
 
+/// The processes data sent to `role` can flow to: `role` itself and every
+/// process downstream of it (through roundrobin nodes too), cycles allowed.
+pub fn downstream(graph: &Graph, role: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::from([role.to_owned()]);
+    let mut todo = vec![role.to_owned()];
+    while let Some(p) = todo.pop() {
+        for c in &graph.connections {
+            if c.src.as_ref().is_some_and(|s| s.process == p) && seen.insert(c.tgt.process.clone()) {
+                todo.push(c.tgt.process.clone());
+            }
+        }
+    }
+    seen
+}
+
 /// Whether an IIP to `role` can be sent: the role is known and every edge
-/// from its outports exists (is in the resolution and applied), so what it
-/// answers to the IIP is not lost. `Err` says what it waits for.
-pub fn iip_ready(res: &Resolution, reg: &Registry, role: &str, applied: impl Fn(&Wire) -> bool) -> Result<(), String> {
-    let r = reg.role(role).ok_or_else(|| format!("participant {role:?} not discovered yet"))?;
-    let outqueues: Vec<&str> = r.definition.outports.iter().filter_map(|p| p.queue.as_deref()).collect();
-    let prefix = format!("{role}.");
-    if let Some((text, _)) = res.pending.iter().find(|(text, _)| text.starts_with(&prefix)) {
+/// its data can travel along (from `role` and everything downstream of it)
+/// exists, so nothing that follows from the IIP is lost. `Err` says what it
+/// waits for.
+pub fn iip_ready(graph: &Graph, res: &Resolution, reg: &Registry, role: &str, applied: impl Fn(&Wire) -> bool) -> Result<(), String> {
+    reg.role(role).ok_or_else(|| format!("participant {role:?} not discovered yet"))?;
+    let feeds = downstream(graph, role);
+    let starts_in = |text: &str| feeds.iter().any(|p| text.starts_with(&format!("{p}.")));
+    if let Some((text, _)) = res.pending.iter().find(|(text, _)| starts_in(text)) {
         return Err(format!("edge {text} not wired yet"));
     }
-    for w in res.wires.keys() {
-        let from_role = match w {
-            Wire::PubSub { src, .. } | Wire::RoundRobin { src, .. } => outqueues.contains(&src.as_str()),
-            Wire::DeadLetter { .. } => false,
-        };
-        if from_role && !applied(w) {
+    for (w, edges) in &res.wires {
+        if edges.iter().any(|e| starts_in(e)) && !applied(w) {
             return Err(format!("edge {w} not wired yet"));
         }
     }
@@ -237,14 +249,18 @@ mod tests {
 
     #[test]
     fn iip_waits_for_the_wires_of_its_target() {
-        let g = crate::graph::fbp::parse("'x' -> IN a(A)\na OUT -> IN b(B)").unwrap();
+        let g = crate::graph::fbp::parse("'x' -> IN a(A)\na OUT -> IN b(B) OUT -> IN c(C)\nc OUT -> IN a").unwrap();
         let none = reg(&[]);
-        assert!(iip_ready(&resolve(&g, &none), &none, "a", |_| true).unwrap_err().contains("not discovered"));
+        assert!(iip_ready(&g, &resolve(&g, &none), &none, "a", |_| true).unwrap_err().contains("not discovered"));
         let only_a = reg(&[("a", &["in"], &["out"])]);
-        assert!(iip_ready(&resolve(&g, &only_a), &only_a, "a", |_| true).unwrap_err().contains("a.out -> b.in"));
-        let both = reg(&[("a", &["in"], &["out"]), ("b", &["in"], &[])]);
-        let res = resolve(&g, &both);
-        assert!(iip_ready(&res, &both, "a", |_| false).is_err(), "resolved but not applied");
-        assert_eq!(iip_ready(&res, &both, "a", |_| true), Ok(()));
+        assert!(iip_ready(&g, &resolve(&g, &only_a), &only_a, "a", |_| true).unwrap_err().contains("a.out -> b.in"));
+        // Downstream edges count too: b -> c is fed by the IIP to a.
+        let ab = reg(&[("a", &["in"], &["out"]), ("b", &["in"], &["out"])]);
+        assert!(iip_ready(&g, &resolve(&g, &ab), &ab, "a", |_| true).unwrap_err().contains("b.out -> c.in"));
+        let all = reg(&[("a", &["in"], &["out"]), ("b", &["in"], &["out"]), ("c", &["in"], &["out"])]);
+        let res = resolve(&g, &all);
+        assert!(iip_ready(&g, &res, &all, "a", |_| false).is_err(), "resolved but not applied");
+        assert_eq!(iip_ready(&g, &res, &all, "a", |_| true), Ok(()), "the cycle ends");
+        assert_eq!(downstream(&g, "b").len(), 3);
     }
 }

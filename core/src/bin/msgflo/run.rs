@@ -202,7 +202,8 @@ pub async fn setup(
         }
         Err(_) => {
             let s = coordinator.snapshot();
-            let mut why: Vec<String> = s.pending.iter().map(|(e, p)| format!("  {e}: {p:?}")).collect();
+            let mut why: Vec<String> = s.missing.iter().map(|r| format!("  participant {r}: not discovered")).collect();
+            why.extend(s.pending.iter().map(|(e, p)| format!("  {e}: {p:?}")));
             why.extend(s.wires.iter().filter_map(|w| Some(format!("  {}: {}", w.wire, w.error.as_ref()?))));
             why.extend(s.iips_pending.iter().map(|(t, r)| format!("  IIP to {t}: {r}")));
             Err(Failure::run(format!("setup incomplete after {timeout} s:\n{}", why.join("\n"))))
