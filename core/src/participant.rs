@@ -391,9 +391,13 @@ mod tests {
     #[tokio::test]
     async fn repeat_roundtrip_and_discovery() {
         let name = unique("b");
-        let p = start(&name, "rep").await;
+        // In-process discovery fans out through the `fbp` exchange.
         let broker = MemoryBroker::named(&name);
-        let disc = broker.take("fbp").expect("discovery sent");
+        broker.declare_queue("disc", None);
+        broker.declare_exchange("fbp");
+        broker.bind("fbp", "disc");
+        let p = start(&name, "rep").await;
+        let disc = broker.take("disc").expect("discovery sent");
         let a = crate::discovery::parse_discovery(&disc).unwrap();
         assert_eq!(a.role, "rep");
 

@@ -157,3 +157,68 @@ async fn mqtt_original_and_ours_exchange_data() {
     p.stop().await.unwrap();
     h.await.unwrap().unwrap();
 }
+
+/// Our coordinator discovers original msgflo-nodejs participants (their
+/// discovery on the shared `fbp` queue or topic), wires them as a graph
+/// (original -> original, and original -> ours), and sends an IIP.
+async fn our_coordinator_wires_original_participants(url: &str) {
+    use msgflo::coordinator::{Coordinator, Options as CoordinatorOptions};
+    use msgflo::transport::Target;
+    init_logs();
+    let Some(dir) = interop_dir() else { return };
+    let (a, b, r) = (unique("origa"), unique("origb"), unique("oursc"));
+    let graph = msgflo::graph::fbp::parse(&format!(
+        "'{{\"iip\":true}}' -> IN {a}(Repeat)\n{a} OUT -> IN {b}(Repeat)\n{b} OUT -> IN {r}(Relay)"
+    ))
+    .unwrap();
+    let t = transport::connect(url, &ConnectOptions::default()).await.unwrap();
+    let c = Coordinator::start(t.clone(), url, CoordinatorOptions::new(graph)).await.unwrap();
+    // Ours at the end of the chain; a collector on its `out`.
+    let p = Participant::start(&relay_def(None), &r, Options::broker(url)).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    if url.starts_with("amqp") {
+        let q = unique("otap");
+        t.declare(&Declaration { kind: PortKind::In, queue: q.clone(), persistent: false }).await.unwrap();
+        t.bind(&format!("{r}.OUT"), &q).await.unwrap();
+        t.subscribe(&q, std::sync::Arc::from("tap"), tx).await.unwrap();
+    } else {
+        t.subscribe(&format!("{r}.OUT"), std::sync::Arc::from("tap"), tx).await.unwrap();
+    }
+    async fn next(rx: &mut tokio::sync::mpsc::Receiver<msgflo::Delivery>) -> serde_json::Value {
+        let d = tokio::time::timeout(T, rx.recv()).await.expect("data through the originals").unwrap();
+        d.ack().unwrap();
+        serde_json::from_slice(d.payload().as_bytes()).unwrap()
+    }
+    let h = serve_relay(&p);
+    let mut na = NodeRepeat::start(&dir, &a, url);
+    let mut nb = NodeRepeat::start(&dir, &b, url);
+    let s = c.wait_for(T, |s| s.complete).await.expect("graph of original participants wired");
+    assert_eq!(s.wires.len(), 2, "{s:?}");
+    assert_eq!(s.iips_sent, 1);
+    assert_eq!(next(&mut rx).await, serde_json::json!({"iip": true}));
+    t.publish(Target::Queue(format!("{a}.IN")), msgflo::Payload::from("{\"n\":[1,2,3]}"), true).await.unwrap();
+    assert_eq!(next(&mut rx).await, serde_json::json!({"n": [1, 2, 3]}));
+    assert!(na.alive() && nb.alive());
+    c.stop().await;
+    p.stop().await.unwrap();
+    h.await.unwrap().unwrap();
+    drop((na, nb));
+    if url.starts_with("amqp") {
+        for role in [&a, &b, &r] {
+            for port in ["IN", "OUT", "BACK", "DONE"] {
+                let _ = t.delete(&format!("{role}.{port}")).await;
+            }
+        }
+    }
+    t.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn amqp_our_coordinator_wires_original_participants() {
+    our_coordinator_wires_original_participants(&amqp_url()).await;
+}
+
+#[tokio::test]
+async fn mqtt_our_coordinator_wires_original_participants() {
+    our_coordinator_wires_original_participants(&mqtt_url()).await;
+}
