@@ -165,8 +165,10 @@ impl Coordinator {
             rejected: 0,
             iips_sent: 0,
             snapshot: stx,
+            snapshot_due: true,
         };
         state.reconcile().await;
+        state.publish_snapshot();
         let observed = state.observed.clone();
         let task = tokio::spawn(state.run(drx, crx, stop.clone()));
         Ok(Coordinator { commands: ctx, snapshot: srx, stop, task: Some(task), observed })
@@ -239,16 +241,24 @@ struct State {
     rejected: u64,
     iips_sent: usize,
     snapshot: watch::Sender<Snapshot>,
+    /// Something changed since the last snapshot. Snapshots cost O(roles),
+    /// so they are made at most every 50 ms, not per discovery message.
+    snapshot_due: bool,
 }
 
 impl State {
     async fn run(mut self, mut discovery: mpsc::Receiver<Delivery>, mut commands: mpsc::UnboundedReceiver<Command>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut snap_tick = tokio::time::interval(Duration::from_millis(50));
+        snap_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
+                _ = snap_tick.tick(), if self.snapshot_due => {
+                    self.publish_snapshot();
+                }
                 c = commands.recv() => match c {
                     Some(Command::SetGraph(g)) => {
                         let keep: Vec<_> = self.iips.drain(..).collect();
@@ -346,7 +356,7 @@ impl State {
                             self.reported_wires.push(w);
                         }
                     }
-                    self.publish_snapshot();
+                    self.snapshot_due = true;
                 }
                 false
             }
@@ -449,7 +459,7 @@ impl State {
             }
         }
         self.send_iips().await;
-        self.publish_snapshot();
+        self.snapshot_due = true;
     }
 
     async fn apply(&self, w: &Wire) -> Result<()> {
@@ -546,7 +556,8 @@ impl State {
             .collect()
     }
 
-    fn publish_snapshot(&self) {
+    fn publish_snapshot(&mut self) {
+        self.snapshot_due = false;
         let now = Instant::now();
         let wires = self.wire_status();
         let iips_pending: Vec<(String, String)> = self

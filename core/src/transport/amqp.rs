@@ -75,6 +75,9 @@ struct State {
     /// (source, destination) exchange-to-exchange bindings, replayed too.
     exchange_bindings: Vec<(String, String)>,
     subscriptions: Vec<Subscription>,
+    /// The connection generation on which `fbp` was last declared: once per
+    /// connection, not per announcement (a channel round trip each).
+    fbp_declared: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -184,6 +187,18 @@ impl Amqp {
     }
 
     /// Run `f` on a short-lived channel of the live connection.
+    /// Declare `fbp` if this connection has not yet.
+    async fn ensure_discovery_queue(&self) -> Result<()> {
+        let mut state = self.inner.state.lock().await;
+        if let Some(live) = state.live.clone() {
+            if state.fbp_declared != Some(live.generation) {
+                declare_discovery_queue(&live.connection).await?;
+                state.fbp_declared = Some(live.generation);
+            }
+        }
+        Ok(())
+    }
+
     async fn with_channel<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: FnOnce(Channel) -> Fut,
@@ -848,12 +863,7 @@ impl Transport for Amqp {
     }
 
     async fn subscribe_discovery(&self, sink: mpsc::Sender<Delivery>) -> Result<()> {
-        {
-            let state = self.inner.state.lock().await;
-            if let Some(live) = &state.live {
-                declare_discovery_queue(&live.connection).await?;
-            }
-        }
+        self.ensure_discovery_queue().await?;
         // Every observer hears the fanout through its own transient queue...
         self.declare(&Declaration { kind: PortKind::Out, queue: DISCOVERY_FANOUT.into(), persistent: true }).await?;
         let private = format!("{DISCOVERY_FANOUT}.{}", uuid::Uuid::new_v4().simple());
@@ -885,12 +895,7 @@ impl Transport for Amqp {
     }
 
     async fn announce(&self, message: Payload) -> Result<()> {
-        {
-            let state = self.inner.state.lock().await;
-            if let Some(live) = &state.live {
-                declare_discovery_queue(&live.connection).await?;
-            }
-        }
+        self.ensure_discovery_queue().await?;
         self.publish(Target::Queue(DISCOVERY_QUEUE.into()), message, false).await
     }
 
