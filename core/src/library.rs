@@ -40,13 +40,22 @@ pub struct Library {
     pub component_dir: Option<PathBuf>,
 }
 
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// Handlers for component files when the configuration names none.
 pub fn default_handlers() -> BTreeMap<String, String> {
     [
         (".py", "msgflo-python #FILENAME #ROLE"),
         (".js", "msgflo-nodejs --name #ROLE #FILENAME"),
         (".coffee", "msgflo-nodejs --name #ROLE #FILENAME"),
-        (".yml", "msgflo register --role #ROLE #FILENAME"),
+        (".yml", "msgflo register --role #ROLE:#FILENAME"),
+        (".yaml", "msgflo register --role #ROLE:#FILENAME"),
+        // An executable without extension (a compiled participant, such as
+        // one built on this crate): run it with the role.
+        ("", "#FILENAME #ROLE"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -200,7 +209,10 @@ impl Library {
             .flatten()
             .map(|e| e.path())
             .filter(|p| p.file_stem().is_some_and(|s| s == name))
-            .filter(|p| p.extension().is_some_and(|e| self.handlers.contains_key(&format!(".{}", e.to_string_lossy()))))
+            .filter(|p| match p.extension() {
+                Some(e) => self.handlers.contains_key(&format!(".{}", e.to_string_lossy())),
+                None => self.handlers.contains_key("") && is_executable(p),
+            })
             .collect();
         found.sort();
         found.into_iter().next()
@@ -277,6 +289,18 @@ mod tests {
         assert_eq!(cmd[0], "msgflo-python");
         assert!(cmd[1].ends_with("components/Upper.py"), "{cmd:?}");
         assert_eq!(cmd[2], "up");
+        // An executable without extension runs as it is; YAML is registered.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(dir.join("components/Native"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(dir.join("components/Native"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("components/NotExec"), "").unwrap();
+        let cmd = lib.command("Native", "n", &serde_json::json!({})).unwrap();
+        assert!(cmd[0].ends_with("components/Native") && cmd[1] == "n", "{cmd:?}");
+        assert!(lib.command("NotExec", "n", &serde_json::json!({})).is_err());
+        std::fs::write(dir.join("components/Mailer.yml"), "").unwrap();
+        let cmd = lib.command("Mailer", "m", &serde_json::json!({})).unwrap();
+        assert_eq!(&cmd[..3], ["msgflo", "register", "--role"]);
+        assert!(cmd[3].starts_with("m:") && cmd[3].ends_with("components/Mailer.yml"), "{cmd:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

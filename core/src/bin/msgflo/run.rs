@@ -184,6 +184,9 @@ pub async fn setup(
 ) -> Result<(), Failure> {
     let loaded = load(&args)?;
     let url = msgflo::broker::resolve(broker.as_deref());
+    if url.starts_with("mqtt") && !forever {
+        tracing::warn!("MQTT edges are forwarded by a running coordinator: they stop when setup exits (use --forever, or msgflo run)");
+    }
     let transport = connect(&url).await?;
     let coordinator = Coordinator::start(transport.clone(), &url, Options::new(loaded.graph.clone())).await?;
     let supervisor = Supervisor::default();
