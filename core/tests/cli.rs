@@ -151,27 +151,12 @@ async fn connect(url: &str) -> Arc<dyn Transport> {
     transport::connect(url, &ConnectOptions::default()).await.unwrap()
 }
 
-/// A queue (AMQP) or topic subscription (MQTT) that collects what is
-/// published on `outqueue`.
 async fn tap(url: &str, outqueue: &str) -> (Arc<dyn Transport>, tokio::sync::mpsc::Receiver<msgflo::Delivery>) {
-    let t = connect(url).await;
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    if url.starts_with("amqp") {
-        t.declare(&Declaration { kind: PortKind::Out, queue: outqueue.into(), persistent: true }).await.unwrap();
-        let q = unique("clitap");
-        t.declare(&Declaration { kind: PortKind::In, queue: q.clone(), persistent: false }).await.unwrap();
-        t.bind(outqueue, &q).await.unwrap();
-        t.subscribe(&q, Arc::from("tap"), tx).await.unwrap();
-    } else {
-        t.subscribe(outqueue, Arc::from("tap"), tx).await.unwrap();
-    }
-    (t, rx)
+    tap_outport(url, outqueue).await
 }
 
 async fn next(rx: &mut tokio::sync::mpsc::Receiver<msgflo::Delivery>) -> Vec<u8> {
-    let d = tokio::time::timeout(T, rx.recv()).await.expect("a message").unwrap();
-    d.ack().unwrap();
-    d.payload().as_bytes().to_vec()
+    next_payload(rx, T).await
 }
 
 async fn delete_ports(url: &str, roles: &[&str]) {

@@ -33,7 +33,7 @@ fn opts(url: &str) -> msgflo::Options {
     o
 }
 
-/// Collects what arrives at a topic (MQTT) or an outport exchange (AMQP).
+/// What arrives on an outport.
 struct Tap {
     rx: tokio::sync::mpsc::Receiver<msgflo::Delivery>,
     _t: Arc<dyn Transport>,
@@ -41,29 +41,12 @@ struct Tap {
 
 impl Tap {
     async fn on(url: &str, outqueue: &str) -> Tap {
-        let t = connect(url).await;
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
-        if url.starts_with("amqp") {
-            // The exchange may not exist yet (its participant starts later).
-            t.declare(&transport::Declaration { kind: transport::PortKind::Out, queue: outqueue.into(), persistent: true })
-                .await
-                .unwrap();
-            let q = unique("ctap");
-            t.declare(&transport::Declaration { kind: transport::PortKind::In, queue: q.clone(), persistent: false })
-                .await
-                .unwrap();
-            t.bind(outqueue, &q).await.unwrap();
-            t.subscribe(&q, Arc::from("tap"), tx).await.unwrap();
-        } else {
-            t.subscribe(outqueue, Arc::from("tap"), tx).await.unwrap();
-        }
+        let (t, rx) = tap_outport(url, outqueue).await;
         Tap { rx, _t: t }
     }
 
     async fn next(&mut self) -> Vec<u8> {
-        let d = tokio::time::timeout(T, self.rx.recv()).await.expect("a message on the tap").unwrap();
-        d.ack().unwrap();
-        d.payload().as_bytes().to_vec()
+        next_payload(&mut self.rx, T).await
     }
 
     async fn nothing_within(&mut self, d: Duration) {

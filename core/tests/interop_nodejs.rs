@@ -175,19 +175,9 @@ async fn our_coordinator_wires_original_participants(url: &str) {
     let c = Coordinator::start(t.clone(), url, CoordinatorOptions::new(graph)).await.unwrap();
     // Ours at the end of the chain; a collector on its `out`.
     let p = Participant::start(&relay_def(None), &r, Options::broker(url)).await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    if url.starts_with("amqp") {
-        let q = unique("otap");
-        t.declare(&Declaration { kind: PortKind::In, queue: q.clone(), persistent: false }).await.unwrap();
-        t.bind(&format!("{r}.OUT"), &q).await.unwrap();
-        t.subscribe(&q, std::sync::Arc::from("tap"), tx).await.unwrap();
-    } else {
-        t.subscribe(&format!("{r}.OUT"), std::sync::Arc::from("tap"), tx).await.unwrap();
-    }
+    let (_tap, mut rx) = tap_outport(url, &format!("{r}.OUT")).await;
     async fn next(rx: &mut tokio::sync::mpsc::Receiver<msgflo::Delivery>) -> serde_json::Value {
-        let d = tokio::time::timeout(T, rx.recv()).await.expect("data through the originals").unwrap();
-        d.ack().unwrap();
-        serde_json::from_slice(d.payload().as_bytes()).unwrap()
+        serde_json::from_slice(&next_payload(rx, T).await).unwrap()
     }
     let h = serve_relay(&p);
     let mut na = NodeRepeat::start(&dir, &a, url);

@@ -246,3 +246,32 @@ impl RawMqtt {
         }
     }
 }
+
+/// Everything published on outport `outqueue` from now on, through our own
+/// transport: AMQP, a transient queue bound to the outport's exchange
+/// (declared first: its participant may start later); MQTT, the topic.
+pub async fn tap_outport(
+    url: &str,
+    outqueue: &str,
+) -> (std::sync::Arc<dyn msgflo::Transport>, tokio::sync::mpsc::Receiver<msgflo::Delivery>) {
+    use msgflo::transport::{self, Declaration, PortKind};
+    let t = transport::connect(url, &transport::ConnectOptions::default()).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    if url.starts_with("amqp") {
+        t.declare(&Declaration { kind: PortKind::Out, queue: outqueue.into(), persistent: true }).await.unwrap();
+        let q = unique("tap");
+        t.declare(&Declaration { kind: PortKind::In, queue: q.clone(), persistent: false }).await.unwrap();
+        t.bind(outqueue, &q).await.unwrap();
+        t.subscribe(&q, std::sync::Arc::from("tap"), tx).await.unwrap();
+    } else {
+        t.subscribe(outqueue, std::sync::Arc::from("tap"), tx).await.unwrap();
+    }
+    (t, rx)
+}
+
+/// The next message from a tap (acked), or panic after `timeout`.
+pub async fn next_payload(rx: &mut tokio::sync::mpsc::Receiver<msgflo::Delivery>, timeout: Duration) -> Vec<u8> {
+    let d = tokio::time::timeout(timeout, rx.recv()).await.expect("a message on the tap").expect("tap open");
+    d.ack().unwrap();
+    d.payload().as_bytes().to_vec()
+}
