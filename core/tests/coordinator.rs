@@ -227,6 +227,7 @@ async fn mqtt_forwarding(url: &str) {
     c.stop().await;
     pa.stop().await.unwrap();
     pb.stop().await.unwrap();
+    cleanup(url, &[format!("{a}.IN"), format!("{a}.OUT"), format!("{b}.IN"), format!("{b}.OUT")]).await;
 }
 
 #[tokio::test]
