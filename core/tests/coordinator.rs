@@ -356,3 +356,56 @@ async fn wrong_port_names_are_reported() {
     pb.stop().await.unwrap();
     cleanup(&url, &[format!("{a}.IN"), format!("{a}.OUT"), format!("{b}.IN"), format!("{b}.OUT")]).await;
 }
+
+/// With a launcher, the graph decides which participants run: adding a node
+/// starts its participant (and wires it), removing it stops the process.
+#[tokio::test]
+async fn set_graph_starts_and_stops_participants() {
+    use msgflo::coordinator::launcher::Launcher;
+    use msgflo::coordinator::supervisor::Supervisor;
+    let url = amqp_url();
+    let exe = std::env::current_exe().unwrap();
+    let repeat = exe.parent().unwrap().parent().unwrap().join("examples/repeat");
+    let built = std::process::Command::new(env!("CARGO")).args(["build", "-q", "-p", "msgflo", "--example", "repeat"]).status().unwrap();
+    assert!(built.success());
+    let library = msgflo::library::Library::from_json(&format!(r#"{{"components": {{"Repeat": "{} #ROLE"}}}}"#, repeat.display())).unwrap();
+    let (a, b) = (unique("la"), unique("lb"));
+    let mut o = Options::new(fbp::parse(&format!("{a}(Repeat)")).unwrap());
+    o.launcher = Some(Launcher {
+        library,
+        dir: std::env::temp_dir(),
+        broker_url: url.clone(),
+        only: vec![],
+        ignore: vec![],
+        supervisor: Supervisor::new(Duration::from_secs(5)),
+    });
+    let c = Coordinator::start(connect(&url).await, &url, o).await.unwrap();
+    c.wait_for(T, |s| s.complete).await.unwrap();
+    let roles = |cs: Vec<msgflo::coordinator::supervisor::ChildStatus>| cs.into_iter().map(|c| c.role).collect::<Vec<_>>();
+    assert_eq!(roles(c.children().await), vec![a.clone()]);
+    // Add b and an edge: b is started and wired.
+    let mut tap = Tap::on(&url, &format!("{b}.OUT")).await;
+    c.set_graph(fbp::parse(&format!("{a}(Repeat) OUT -> IN {b}(Repeat)")).unwrap()).unwrap();
+    c.wait_for(T, |s| s.complete && s.wires.len() == 1).await.unwrap();
+    let mut both = roles(c.children().await);
+    both.sort();
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort();
+    assert_eq!(both, want);
+    let t = connect(&url).await;
+    t.publish(Target::Queue(format!("{a}.IN")), Payload::from("1"), true).await.unwrap();
+    assert_eq!(tap.next().await, b"1");
+    // Remove a: its process stops; b keeps running.
+    let pid_a = c.children().await.into_iter().find(|ch| ch.role == a).unwrap().pid.unwrap();
+    c.set_graph(fbp::parse(&format!("{b}(Repeat)")).unwrap()).unwrap();
+    let start = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid_a}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid_a}/stat")).unwrap_or_default().contains(") Z ")
+    {
+        assert!(start.elapsed() < T, "participant {a} still running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(roles(c.children().await), vec![b.clone()]);
+    c.stop().await;
+    cleanup(&url, &[format!("{a}.IN"), format!("{a}.OUT"), format!("{b}.IN"), format!("{b}.OUT")]).await;
+}

@@ -11,7 +11,8 @@
 //! - [`registry`]: participants by role and id, heartbeats, expiry.
 //! - [`wiring`]: graph + registry -> broker edges (pure, unit-tested).
 //! - `forward`: MQTT edges, forwarded by the coordinator.
-//! - [`supervisor`]: spawning and restarting participant processes.
+//! - [`launcher`] and [`supervisor`]: which participants to start (from the
+//!   component library), spawning and restarting them.
 //! - [`embedded`]: the MQTT broker used when none is configured.
 //!
 //! Several coordinators and tools can observe discovery at once (see
@@ -37,6 +38,7 @@ use crate::{Delivery, Error, Payload, Result};
 
 pub mod embedded;
 mod forward;
+pub mod launcher;
 pub mod registry;
 pub mod supervisor;
 pub mod wiring;
@@ -45,7 +47,6 @@ use registry::{Observed, Registry, RoleStatus};
 use wiring::{Pending, Resolution, Wire};
 
 /// How a coordinator behaves.
-#[derive(Debug, Clone)]
 pub struct Options {
     /// The graph to keep wired (empty: only observe).
     pub graph: Graph,
@@ -61,11 +62,13 @@ pub struct Options {
     /// Change the broker (bind, forward, send IIPs). Off for tools that
     /// only look.
     pub wire: bool,
+    /// Start (and stop) the graph's participants, following the graph.
+    pub launcher: Option<launcher::Launcher>,
 }
 
 impl Options {
     pub fn new(graph: Graph) -> Self {
-        Options { graph, expiry: default_expiry(), send_iips: true, answer_queries: true, query: true, wire: true }
+        Options { graph, expiry: default_expiry(), send_iips: true, answer_queries: true, query: true, wire: true, launcher: None }
     }
 
     /// Look, never touch: for `msgflo status` and other observers.
@@ -110,6 +113,8 @@ pub struct Snapshot {
     pub complete: bool,
     /// Edges other coordinators reported wiring (answers to a query).
     pub reported_wires: Vec<WireStatus>,
+    /// Graph participants the launcher could not start, and why.
+    pub not_started: Vec<(String, String)>,
 }
 
 /// Changes a running coordinator accepts (the FBP runtime protocol drives
@@ -126,6 +131,7 @@ pub struct Coordinator {
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
     observed: Arc<std::sync::atomic::AtomicU64>,
+    supervisor: Option<supervisor::Supervisor>,
 }
 
 impl Coordinator {
@@ -166,12 +172,16 @@ impl Coordinator {
             iips_sent: 0,
             snapshot: stx,
             snapshot_due: true,
+            launcher: options.launcher,
+            not_started: BTreeMap::new(),
         };
+        state.reconcile_processes().await;
         state.reconcile().await;
         state.publish_snapshot();
         let observed = state.observed.clone();
+        let supervisor = state.launcher.as_ref().map(|l| l.supervisor.clone());
         let task = tokio::spawn(state.run(drx, crx, stop.clone()));
-        Ok(Coordinator { commands: ctx, snapshot: srx, stop, task: Some(task), observed })
+        Ok(Coordinator { commands: ctx, snapshot: srx, stop, task: Some(task), observed, supervisor })
     }
 
     /// The latest picture (updated after changes and every second).
@@ -203,11 +213,22 @@ impl Coordinator {
         rx.await.map_err(|_| Error::Closed)?
     }
 
-    /// Stop the loop and wait for it.
+    /// Stop the loop and the participants it started, and wait for them.
     pub async fn stop(mut self) {
         self.stop.cancel();
         if let Some(t) = self.task.take() {
             let _ = t.await;
+        }
+        if let Some(s) = self.supervisor.take() {
+            s.shutdown().await;
+        }
+    }
+
+    /// The participants this coordinator started, as they are now.
+    pub async fn children(&self) -> Vec<supervisor::ChildStatus> {
+        match &self.supervisor {
+            Some(s) => s.status().await,
+            None => Vec::new(),
         }
     }
 }
@@ -244,6 +265,8 @@ struct State {
     /// Something changed since the last snapshot. Snapshots cost O(roles),
     /// so they are made at most every 50 ms, not per discovery message.
     snapshot_due: bool,
+    launcher: Option<launcher::Launcher>,
+    not_started: BTreeMap<String, String>,
 }
 
 impl State {
@@ -267,6 +290,7 @@ impl State {
                             (c, sent)
                         }).collect();
                         self.graph = *g;
+                        self.reconcile_processes().await;
                         self.reconcile().await;
                     }
                     Some(Command::Send(target, payload, reply)) => {
@@ -462,6 +486,31 @@ impl State {
         self.snapshot_due = true;
     }
 
+    /// Start the graph's participants that are not running, stop the ones
+    /// no longer in it. Called at start and when the graph changes.
+    async fn reconcile_processes(&mut self) {
+        let Some(l) = &self.launcher else { return };
+        let wanted = l.roles(&self.graph);
+        for role in l.supervisor.roles().await {
+            if !wanted.contains(&role) {
+                l.supervisor.stop(&role).await;
+                info!(role = %role, "stopped participant {role}: no longer in the graph");
+            }
+        }
+        self.not_started.clear();
+        for role in wanted {
+            let started = match l.spec(&self.graph, &role) {
+                Ok(spec) => l.supervisor.start(spec).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = started {
+                warn!(role = %role, "not starting {role}: {e}; it is wired when it appears on the broker");
+                self.not_started.insert(role, e.to_string());
+            }
+        }
+        self.snapshot_due = true;
+    }
+
     async fn apply(&self, w: &Wire) -> Result<()> {
         if !self.wire {
             return Err(Error::broker("wire", "this observer does not change the broker"));
@@ -594,6 +643,7 @@ impl State {
             missing,
             complete,
             reported_wires: self.reported_wires.clone(),
+            not_started: self.not_started.iter().map(|(r, e)| (r.clone(), e.clone())).collect(),
         });
     }
 }

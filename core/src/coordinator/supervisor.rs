@@ -42,12 +42,19 @@ pub struct ChildStatus {
     pub last_exit: Option<String>,
 }
 
-/// Supervises the children of one coordinator.
+/// One supervised child.
+struct Running {
+    status: Arc<Mutex<ChildStatus>>,
+    argv: Vec<String>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Supervises the children of one coordinator, one per role.
 #[derive(Clone)]
 pub struct Supervisor {
-    children: Arc<Mutex<BTreeMap<String, Arc<Mutex<ChildStatus>>>>>,
+    children: Arc<Mutex<BTreeMap<String, Running>>>,
     stop: CancellationToken,
-    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     grace: Duration,
 }
 
@@ -60,18 +67,22 @@ impl Default for Supervisor {
 impl Supervisor {
     /// `grace`: how long a child may take to exit after SIGTERM.
     pub fn new(grace: Duration) -> Self {
-        Supervisor {
-            children: Default::default(),
-            stop: CancellationToken::new(),
-            tasks: Default::default(),
-            grace,
-        }
+        Supervisor { children: Default::default(), stop: CancellationToken::new(), grace }
     }
 
-    /// Start a child and keep it running until [`Supervisor::shutdown`].
-    /// Fails only if the command cannot be started at all (not found):
-    /// later failures are restarts.
+    /// Start a child for `spec.role` and keep it running until
+    /// [`Supervisor::stop`] or [`Supervisor::shutdown`]. A child already
+    /// running for the role with the same command is left alone; with
+    /// another command it is replaced. Fails only if the command cannot be
+    /// started at all (not found): later failures are restarts.
     pub async fn start(&self, spec: Spec) -> crate::Result<()> {
+        {
+            let children = self.children.lock().await;
+            if children.get(&spec.role).is_some_and(|r| r.argv == spec.argv) {
+                return Ok(());
+            }
+        }
+        self.stop(&spec.role).await;
         let status = Arc::new(Mutex::new(ChildStatus {
             role: spec.role.clone(),
             command: spec.argv.join(" "),
@@ -83,29 +94,42 @@ impl Supervisor {
             crate::Error::InvalidDefinition(format!("cannot start {:?} for role {:?}: {e}", spec.argv.join(" "), spec.role))
         })?;
         status.lock().await.pid = first.id();
-        self.children.lock().await.insert(spec.role.clone(), status.clone());
-        let stop = self.stop.clone();
-        let grace = self.grace;
-        let task = tokio::spawn(async move { keep_running(spec, first, status, stop, grace).await });
-        self.tasks.lock().await.push(task);
+        let stop = self.stop.child_token();
+        let (role, argv) = (spec.role.clone(), spec.argv.clone());
+        let task = tokio::spawn(keep_running(spec, first, status.clone(), stop.clone(), self.grace));
+        self.children.lock().await.insert(role, Running { status, argv, stop, task });
         Ok(())
+    }
+
+    /// Roles with a supervised child.
+    pub async fn roles(&self) -> Vec<String> {
+        self.children.lock().await.keys().cloned().collect()
     }
 
     pub async fn status(&self) -> Vec<ChildStatus> {
         let mut out = Vec::new();
         for c in self.children.lock().await.values() {
-            out.push(c.lock().await.clone());
+            out.push(c.status.lock().await.clone());
         }
         out
     }
 
-    /// Stop every child (SIGTERM to its group, SIGKILL after the grace
-    /// period) and wait for them.
+    /// Stop the child of `role` (SIGTERM to its group, SIGKILL after the
+    /// grace period) and wait for it. Nothing if there is none.
+    pub async fn stop(&self, role: &str) {
+        let running = self.children.lock().await.remove(role);
+        if let Some(r) = running {
+            r.stop.cancel();
+            let _ = r.task.await;
+        }
+    }
+
+    /// Stop every child and wait for them.
     pub async fn shutdown(&self) {
         self.stop.cancel();
-        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().await);
-        for t in tasks {
-            let _ = t.await;
+        let children: Vec<Running> = std::mem::take(&mut *self.children.lock().await).into_values().collect();
+        for r in children {
+            let _ = r.task.await;
         }
     }
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use msgflo::coordinator::embedded::EmbeddedBroker;
-use msgflo::coordinator::supervisor::{Spec, Supervisor};
-use msgflo::coordinator::{wiring, Coordinator, Options, Snapshot};
+use msgflo::coordinator::launcher::Launcher;
+use msgflo::coordinator::supervisor::Supervisor;
+use msgflo::coordinator::{Coordinator, Options, Snapshot};
 use msgflo::graph::Graph;
 use msgflo::library::Library;
 use msgflo::transport::{self, ConnectOptions, Transport};
@@ -47,58 +48,15 @@ async fn connect(url: &str) -> Result<Arc<dyn Transport>, Failure> {
     transport::connect(url, &options).await.map_err(Failure::from)
 }
 
-/// Start the participants of `roles` from the library. A component the
-/// library cannot start is reported, not fatal: it may be started by other
-/// means, and is wired when it appears.
-async fn start_participants(loaded: &Loaded, roles: &[String], url: &str, supervisor: &Supervisor) -> usize {
-    let mut started = 0;
-    for role in roles {
-        let process = &loaded.graph.processes[role];
-        let iips: serde_json::Map<String, serde_json::Value> = loaded
-            .graph
-            .connections
-            .iter()
-            .filter(|c| c.src.is_none() && &c.tgt.process == role)
-            .filter_map(|c| Some((c.tgt.port.clone(), c.data.clone()?)))
-            .collect();
-        let argv = match loaded.library.command(&process.component, role, &serde_json::Value::Object(iips)) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!("not starting {role}: {e}; it is wired when it appears on the broker");
-                continue;
-            }
-        };
-        let mut argv = argv;
-        // Commands are relative to the library's folder.
-        if let Some(first) = argv.first_mut() {
-            let local = loaded.dir.join(&*first);
-            if first.contains('/') && !Path::new(first).is_absolute() && local.exists() {
-                *first = local.display().to_string();
-            }
-        }
-        let spec = Spec {
-            role: role.clone(),
-            argv,
-            env: vec![("MSGFLO_BROKER".into(), url.into())],
-            dir: Some(loaded.dir.clone()),
-        };
-        match supervisor.start(spec).await {
-            Ok(()) => started += 1,
-            Err(e) => tracing::error!("{e}"),
-        }
+fn launcher(loaded: &Loaded, url: &str, only: Vec<String>, ignore: Vec<String>) -> Launcher {
+    Launcher {
+        library: loaded.library.clone(),
+        dir: loaded.dir.clone(),
+        broker_url: url.to_owned(),
+        only,
+        ignore,
+        supervisor: Supervisor::default(),
     }
-    started
-}
-
-fn participant_roles(graph: &Graph, only: &[String], ignore: &[String]) -> Vec<String> {
-    graph
-        .processes
-        .keys()
-        .filter(|r| wiring::is_participant(graph, r))
-        .filter(|r| only.is_empty() || only.contains(r))
-        .filter(|r| !ignore.contains(r))
-        .cloned()
-        .collect()
 }
 
 async fn shutdown_signal() {
@@ -137,19 +95,18 @@ pub async fn run(args: GraphArgs, broker: Option<String>, no_start: bool, expire
     if let Some(e) = expire {
         options.expiry = Duration::from_secs_f64(e.max(0.1));
     }
-    let coordinator = Coordinator::start(transport.clone(), &url, options).await?;
-    let roles = participant_roles(&loaded.graph, &[], &args.ignore);
+    let l = launcher(&loaded, &url, vec![], args.ignore.clone());
+    let roles = l.roles(&loaded.graph).len();
+    if !no_start {
+        options.launcher = Some(l);
+    }
     println!(
-        "msgflo: running {} on {}{} with {} participant(s); Ctrl-C stops",
+        "msgflo: running {} on {}{} with {roles} participant(s); Ctrl-C stops",
         args.graph.display(),
         msgflo::broker::BrokerUrl::parse(&url).map(|u| u.redacted()).unwrap_or(url.clone()),
         if embedded { " (embedded broker)" } else { "" },
-        roles.len()
     );
-    let supervisor = Supervisor::default();
-    if !no_start {
-        start_participants(&loaded, &roles, &url, &supervisor).await;
-    }
+    let coordinator = Coordinator::start(transport.clone(), &url, options).await?;
     let mut last = String::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let stop = shutdown_signal();
@@ -168,7 +125,6 @@ pub async fn run(args: GraphArgs, broker: Option<String>, no_start: bool, expire
         }
     }
     tracing::info!("stopping participants");
-    supervisor.shutdown().await;
     coordinator.stop().await;
     let _ = transport.close().await;
     Ok(())
@@ -188,12 +144,11 @@ pub async fn setup(
         tracing::warn!("MQTT edges are forwarded by a running coordinator: they stop when setup exits (use --forever, or msgflo run)");
     }
     let transport = connect(&url).await?;
-    let coordinator = Coordinator::start(transport.clone(), &url, Options::new(loaded.graph.clone())).await?;
-    let supervisor = Supervisor::default();
+    let mut options = Options::new(loaded.graph.clone());
     if participants {
-        let roles = participant_roles(&loaded.graph, &only, &args.ignore);
-        start_participants(&loaded, &roles, &url, &supervisor).await;
+        options.launcher = Some(launcher(&loaded, &url, only, args.ignore.clone()));
     }
+    let coordinator = Coordinator::start(transport.clone(), &url, options).await?;
     let waited = coordinator.wait_for(Duration::from_secs_f64(timeout), |s| s.complete).await;
     let result = match waited {
         Ok(s) => {
@@ -215,7 +170,6 @@ pub async fn setup(
     if forever && result.is_ok() {
         shutdown_signal().await;
     }
-    supervisor.shutdown().await;
     coordinator.stop().await;
     let _ = transport.close().await;
     result
