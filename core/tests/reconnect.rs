@@ -18,6 +18,9 @@ use msgflo::{Options, Participant};
 
 const T: Duration = Duration::from_secs(30);
 
+/// The tests that restart the shared RabbitMQ take turns.
+static RABBITMQ_RESTART: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 
 fn rabbitmqctl(arg: &str) {
     let st = Command::new("rabbitmqctl").arg(arg).output().expect("run rabbitmqctl");
@@ -27,6 +30,7 @@ fn rabbitmqctl(arg: &str) {
 #[tokio::test]
 async fn amqp_broker_restart() {
     init_logs();
+    let _turn = RABBITMQ_RESTART.lock().await;
     let role = unique("reconn");
     let in_q = format!("{role}.IN");
     let opts = Options { heartbeat: Some(Duration::from_secs(3600)), ..Options::broker(amqp_url()) };
@@ -188,4 +192,74 @@ async fn mqtt_broker_restart() {
     assert_eq!(got, b"2");
     p.stop().await.unwrap();
     h.await.unwrap().unwrap();
+}
+
+/// A coordinator across a broker restart: it reconnects, keeps observing
+/// (its private discovery queue and relay come back), and wires a
+/// participant that appears only after the restart.
+async fn coordinator_across_restart(url: &str, restart: impl AsyncFnOnce()) {
+    use msgflo::coordinator::{Coordinator, Options as CoordinatorOptions};
+    use msgflo::transport::{self, ConnectOptions, Target};
+    let (a, b) = (unique("rca"), unique("rcb"));
+    let graph = msgflo::graph::fbp::parse(&format!("{a}(Repeat) OUT -> IN {b}(Repeat)")).unwrap();
+    let t = transport::connect(url, &ConnectOptions::default()).await.unwrap();
+    let mut generation = t.generation();
+    generation.borrow_and_update();
+    let c = Coordinator::start(t.clone(), url, CoordinatorOptions::new(graph)).await.unwrap();
+    let opts = Options { heartbeat: Some(Duration::from_millis(500)), ..Options::broker(url) };
+    let (pa, _ha) = start_repeat(&a, opts.clone()).await;
+    c.wait_for(T, |s| s.participants.iter().any(|p| p.role == a)).await.unwrap();
+    restart().await;
+    tokio::time::timeout(T, generation.changed()).await.expect("coordinator reconnected").unwrap();
+    let seen_before = c.snapshot().participants.iter().find(|p| p.role == a).map(|p| p.heartbeats).unwrap();
+    let (pb, _hb) = start_repeat(&b, opts).await;
+    let (_tap, mut rx) = tap_outport(url, &format!("{b}.OUT")).await;
+    let s = c.wait_for(T, |s| s.complete).await.expect("wired after the restart");
+    assert!(s.participants.iter().any(|p| p.role == a && p.heartbeats > seen_before), "a's heartbeats are seen again");
+    // Data flows; on MQTT the forwarder's subscription may need a moment.
+    let start = std::time::Instant::now();
+    loop {
+        t.publish(Target::Queue(format!("{a}.IN")), msgflo::Payload::from("\"x\""), true).await.unwrap();
+        if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            assert_eq!(d.payload().as_bytes(), b"\"x\"");
+            break;
+        }
+        assert!(start.elapsed() < T, "no data through the edge after the restart");
+    }
+    c.stop().await;
+    pa.stop().await.unwrap();
+    pb.stop().await.unwrap();
+    if url.starts_with("amqp") {
+        for r in [&a, &b] {
+            for q in [format!("{r}.IN"), format!("{r}.OUT")] {
+                let _ = t.delete(&q).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn coordinator_amqp_broker_restart() {
+    init_logs();
+    let _turn = RABBITMQ_RESTART.lock().await;
+    coordinator_across_restart(&amqp_url(), async || {
+        rabbitmqctl("stop_app");
+        rabbitmqctl("start_app");
+        rabbitmqctl("await_startup");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn coordinator_mqtt_broker_restart() {
+    init_logs();
+    let broker = std::sync::Arc::new(std::sync::Mutex::new(Mosquitto::start()));
+    let url = broker.lock().unwrap().url();
+    let b2 = broker.clone();
+    coordinator_across_restart(&url, async move || {
+        b2.lock().unwrap().stop();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        b2.lock().unwrap().run();
+    })
+    .await;
 }

@@ -45,8 +45,8 @@ impl EmbeddedBroker {
                 .map_err(|e| embedded_err(format!("cannot start its thread: {e}")))?;
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
-                match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-                    Ok(_) => return Ok(EmbeddedBroker { addr }),
+                match mqtt_handshake(addr) {
+                    Ok(()) => return Ok(EmbeddedBroker { addr }),
                     Err(e) => last = e.to_string(),
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -54,6 +54,24 @@ impl EmbeddedBroker {
         }
         Err(embedded_err(format!("it did not start: {last}")))
     }
+}
+
+/// Ready means it speaks MQTT: CONNECT, expect CONNACK "accepted", then
+/// DISCONNECT (a bare TCP connect would be logged as a broken client).
+fn mqtt_handshake(addr: SocketAddr) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
+    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let id = b"msgflo-probe";
+    let mut packet = vec![0x10, (12 + id.len()) as u8, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, id.len() as u8];
+    packet.extend_from_slice(id);
+    s.write_all(&packet)?;
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack)?;
+    if ack != [0x20, 0x02, 0x00, 0x00] {
+        return Err(std::io::Error::other(format!("unexpected CONNACK {ack:02x?}")));
+    }
+    s.write_all(&[0xe0, 0x00])
 }
 
 fn embedded_err(reason: String) -> Error {
