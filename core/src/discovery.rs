@@ -266,15 +266,15 @@ pub fn heartbeat_interval() -> std::time::Duration {
 }
 
 /// A discovery message as received, checked enough to be trusted.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 pub struct Announced {
     pub id: String,
     pub role: String,
     #[serde(default)]
     pub component: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icon: Option<String>,
     #[serde(default)]
     pub inports: Vec<AnnouncedPort>,
@@ -282,12 +282,12 @@ pub struct Announced {
     pub outports: Vec<AnnouncedPort>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 pub struct AnnouncedPort {
     pub id: String,
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub type_: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
 }
 

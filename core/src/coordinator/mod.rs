@@ -20,7 +20,7 @@
 //! query by replaying what it knows, with ages, so `msgflo status` sees the
 //! whole system at once instead of waiting for heartbeats.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -156,7 +156,6 @@ impl Coordinator {
         let mut state = State {
             transport,
             registry: Registry::new(options.expiry),
-            raw: HashMap::new(),
             iips: options.graph.connections.iter().filter(|c| c.src.is_none() && options.send_iips).cloned().map(|c| (c, None)).collect(),
             graph: options.graph,
             applied: BTreeSet::new(),
@@ -242,8 +241,6 @@ impl Drop for Coordinator {
 struct State {
     transport: Arc<dyn Transport>,
     registry: Registry,
-    /// The latest discovery message of each instance, by id (for replays).
-    raw: HashMap<String, (String, Payload)>,
     graph: Graph,
     /// IIPs and whether (when) they were sent.
     iips: Vec<(Connection, Option<Instant>)>,
@@ -318,7 +315,6 @@ impl State {
                 _ = tick.tick() => {
                     for (role, id) in self.registry.expire(Instant::now()) {
                         warn!(role = %role, "participant {role} ({id}) gone: no discovery for {:.0} s", self.registry.expiry().as_secs_f64());
-                        self.raw.remove(&id);
                     }
                     self.reconcile().await;
                 }
@@ -354,7 +350,6 @@ impl State {
                     let (role, id, component) = (a.role.clone(), a.id.clone(), a.component.clone());
                     let what = self.registry.observe(a, at);
                     self.observed.store(self.registry.observed, std::sync::atomic::Ordering::Relaxed);
-                    self.raw.insert(id.clone(), (role.clone(), Payload::new(bytes.to_vec())));
                     match what {
                         Observed::NewRole => info!(role = %role, "discovered {role} ({component})"),
                         Observed::NewInstance => info!(role = %role, "another instance of {role}: {id}"),
@@ -418,14 +413,16 @@ impl State {
         }
         let now = Instant::now();
         let mut replays = Vec::new();
-        for (id, (role, raw)) in &self.raw {
-            let Some(inst) = self.registry.role(role).and_then(|r| r.instances.get(id)) else { continue };
-            if !inst.alive {
-                continue;
+        // Rebuilt from what the registry keeps (what observers use), so no
+        // copy of every message is held for this.
+        for (_, role) in self.registry.roles() {
+            for (id, inst) in role.instances.iter().filter(|(_, i)| i.alive) {
+                let mut a = role.definition.clone();
+                a.id = id.clone();
+                let message = json!({"protocol": "discovery", "command": "participant", "payload": a});
+                let age = now.saturating_duration_since(inst.last_seen).as_millis() as u64;
+                replays.push(json!({"protocol": "msgflo", "command": "replay", "payload": {"age_ms": age, "message": message}}));
             }
-            let Some(message) = raw.parse_json() else { continue };
-            let age = now.saturating_duration_since(inst.last_seen).as_millis() as u64;
-            replays.push(json!({"protocol": "msgflo", "command": "replay", "payload": {"age_ms": age, "message": message}}));
         }
         debug!("answering a discovery query with {} participants", replays.len());
         let wires: Vec<WireStatus> = self.wire_status().into_iter().filter(|w| w.error.is_none()).collect();

@@ -133,7 +133,9 @@ enum Cmd {
         graph: GraphArgs,
     },
     /// Show the participants on the broker, their queues and the edges
-    /// running coordinators wired.
+    /// running coordinators wired. A running coordinator answers at once;
+    /// without one, only participants that announce during the wait are
+    /// seen (on AMQP also discovery left in the `fbp` queue).
     Status {
         #[command(flatten)]
         broker: BrokerArg,
