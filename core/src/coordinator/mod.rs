@@ -31,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::broker::{BrokerUrl, Scheme};
-use crate::discovery::parse_discovery;
 use crate::graph::{Connection, Graph};
 use crate::transport::{Declaration, PortKind, Target, Transport};
 use crate::{Delivery, Error, Payload, Result};
@@ -276,6 +275,13 @@ impl State {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
+                // Before discovery, so a flood of it cannot starve expiry.
+                _ = tick.tick() => {
+                    for (role, id) in self.registry.expire(Instant::now()) {
+                        warn!(role = %role, "participant {role} ({id}) gone: no discovery for {:.0} s", self.registry.expiry().as_secs_f64());
+                    }
+                    self.reconcile().await;
+                }
                 _ = snap_tick.tick(), if self.snapshot_due => {
                     self.publish_snapshot();
                 }
@@ -312,12 +318,6 @@ impl State {
                         self.reconcile().await;
                     }
                 }
-                _ = tick.tick() => {
-                    for (role, id) in self.registry.expire(Instant::now()) {
-                        warn!(role = %role, "participant {role} ({id}) gone: no discovery for {:.0} s", self.registry.expiry().as_secs_f64());
-                    }
-                    self.reconcile().await;
-                }
             }
         }
     }
@@ -345,7 +345,9 @@ impl State {
             }
         };
         match (env.protocol.as_str(), env.command.as_str()) {
-            ("discovery", "participant") => match parse_discovery(bytes) {
+            ("discovery", "participant") => match serde_json::from_value::<crate::discovery::Announced>(env.payload)
+                .map_err(|e| format!("not a discovery message: {e}"))
+            {
                 Ok(a) => {
                     let (role, id, component) = (a.role.clone(), a.id.clone(), a.component.clone());
                     let what = self.registry.observe(a, at);
@@ -360,7 +362,7 @@ impl State {
                     matches!(what, Observed::NewRole | Observed::Changed)
                 }
                 Err(e) => {
-                    self.reject(e.to_string(), bytes);
+                    self.reject(e, bytes);
                     false
                 }
             },
