@@ -83,8 +83,11 @@ export namespace transport {
     registerParticipant(definition: object, callback: Callback): void;
   }
   class MessageBroker extends Client {
-    addBinding(binding: { type?: 'pubsub'; src: string; tgt: string }, callback: Callback): void;
-    removeBinding(binding: { src: string; tgt: string }, callback: Callback): void;
+    /** pubsub: src exchange -> tgt queue; roundrobin: through `out-<src>`, with nacked messages of tgt going to queue `deadletter`. */
+    addBinding(binding: { type?: 'pubsub' | 'roundrobin'; src?: string; tgt: string; deadletter?: string }, callback: Callback): void;
+    removeBinding(binding: { type?: 'pubsub' | 'roundrobin'; src?: string; tgt: string; deadletter?: string }, callback: Callback): void;
+    /** Every discovery message on the broker (msg.data: the envelope); several observers each get all of them. */
+    subscribeParticipantChange(handler: (msg: Message) => void, callback: Callback): void;
   }
   function getClient(address: string, options?: object): Client;
   function getBroker(address: string, options?: object): MessageBroker;

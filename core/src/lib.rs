@@ -18,6 +18,8 @@
 //!   ids), the discovery message.
 //! - [`transport`]: one trait; `amqp` (lapin), `mqtt` (rumqttc), `memory`
 //!   (in-process). Reconnects, confirms and ack ordering live here.
+//! - [`edge`]: broker edges (pubsub, roundrobin, dead-letter) and how each
+//!   is bound.
 //! - [`participant`]: connect, declare, announce, heartbeat; the pull API
 //!   (`recv_batch`, `send`, ack/nack) and the handler API (`serve`).
 //! - [`runtime`]: the one tokio runtime for hosts (Python, C++), fork guard.
@@ -42,6 +44,7 @@ pub mod broker;
 #[cfg(feature = "coordinator")]
 pub mod coordinator;
 pub mod discovery;
+pub mod edge;
 pub mod error;
 pub mod graph;
 pub mod library;

@@ -72,18 +72,33 @@ class Client {
 }
 
 class MessageBroker extends Client {
-  // Pubsub edges. (Roundrobin edges come with the coordinator.)
-  addBinding(binding, callback) {
-    if (binding.type && binding.type !== 'pubsub') {
-      const e = new Error('Unsupported binding type: ' + binding.type);
+  // Edges as the original's coordinator makes them: {type: 'pubsub', src,
+  // tgt} or {type: 'roundrobin', src, tgt, deadletter}.
+  addBinding(binding, callback) { this._edges(binding, true, callback); }
+  removeBinding(binding, callback) { this._edges(binding, false, callback); }
+
+  _edges(binding, add, callback) {
+    const type = binding.type || 'pubsub';
+    const steps = [];
+    if (type === 'pubsub') {
+      steps.push(['pubsub', binding.src, binding.tgt]);
+    } else if (type === 'roundrobin') {
+      if (binding.src && binding.tgt) steps.push(['roundrobin', binding.src, binding.tgt]);
+      if (binding.tgt && binding.deadletter) steps.push(['deadletter', binding.tgt, binding.deadletter]);
+    } else {
+      const e = new Error('Unsupported binding type: ' + type);
       e.code = 'UNSUPPORTED';
       return callback && callback(e);
     }
-    cb(wait(this._core.bind(binding.src, binding.tgt)), callback);
+    cb(steps.reduce((p, [k, s, t]) => p.then(() => wait(this._core.edge(k, s, t, add))), Promise.resolve()), callback);
   }
 
-  removeBinding(binding, callback) {
-    cb(wait(this._core.unbind(binding.src, binding.tgt)), callback);
+  // handler(msg) for every discovery message on the broker (msg.data is
+  // the parsed envelope); ack with ackMessage. Several observers each get
+  // every message (the original's shared queue split them).
+  subscribeParticipantChange(handler, callback) {
+    this._handlers.set('fbp', handler);
+    cb(wait(this._core.subscribeDiscovery()).then(() => this._pump()), callback);
   }
 }
 

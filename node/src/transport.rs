@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use msgflo::edge::{self, Wire};
 use msgflo::transport::{self, ConnectOptions, Declaration, PortKind, Target, Transport};
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
@@ -86,6 +87,27 @@ impl CoreClient {
     #[napi]
     pub async fn unbind(&self, src: String, tgt: String) -> Result<()> {
         self.transport.unbind(&src, &tgt).await.map_err(to_js)
+    }
+
+    /// A broker edge of the original's kinds: `pubsub` (src exchange ->
+    /// tgt queue), `roundrobin` (through `out-<src>`), `deadletter` (nacked
+    /// messages of queue src go to queue tgt). `add` false removes it.
+    #[napi]
+    pub async fn edge(&self, kind: String, src: String, tgt: String, add: bool) -> Result<()> {
+        let w = match kind.as_str() {
+            "pubsub" => Wire::PubSub { src, tgt },
+            "roundrobin" => Wire::RoundRobin { src, tgt },
+            "deadletter" => Wire::DeadLetter { tgt: src, deadletter: tgt },
+            other => return Err(to_js(msgflo::Error::InvalidDefinition(format!("unsupported binding type {other:?}")))),
+        };
+        let t = self.transport.as_ref();
+        if add { edge::add(t, &w).await } else { edge::remove(t, &w).await }.map_err(to_js)
+    }
+
+    /// Receive every discovery message (through `recvBatch`, inport `fbp`).
+    #[napi]
+    pub async fn subscribe_discovery(&self) -> Result<()> {
+        self.transport.subscribe_discovery(self.tx.clone()).await.map_err(to_js)
     }
 
     /// Publish a discovery message (JSON text of the whole envelope) on `fbp`.

@@ -140,3 +140,48 @@ for (const [name, broker] of BROKERS) {
     }
   });
 }
+
+test('getBroker: roundrobin edges with a dead-letter route, and discovery for several observers (AMQP)', async () => {
+  const p = (fn) => new Promise((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v))));
+  const [src, work, dead] = [unique('nsrc'), unique('nwork'), unique('ndead')];
+  const broker = msgflo.transport.getBroker(AMQP);
+  await p((cb) => broker.connect(cb));
+  await p((cb) => broker.createQueue('outqueue', src + '.OUT', cb));
+  await p((cb) => broker.createQueue('inqueue', work + '.IN', cb));
+  await p((cb) => broker.createQueue('inqueue', dead + '.IN', cb));
+  await p((cb) => broker.addBinding({ type: 'roundrobin', src: src + '.OUT', tgt: work + '.IN', deadletter: dead + '.IN' }, cb));
+  // A worker nacks "bad" and acks the rest; the dead-letter queue gets "bad".
+  const seen = [];
+  const deadSeen = [];
+  await p((cb) => broker.subscribeToQueue(work + '.IN', (msg) => {
+    seen.push(msg.data);
+    if (msg.data === 'bad') broker.nackMessage(msg); else broker.ackMessage(msg);
+  }, cb));
+  await p((cb) => broker.subscribeToQueue(dead + '.IN', (msg) => { deadSeen.push(msg.data); broker.ackMessage(msg); }, cb));
+  for (const d of ['a', 'bad', 'b']) await p((cb) => broker.sendTo('outqueue', src + '.OUT', d, cb));
+  const until = async (f) => { for (let i = 0; i < 200 && !f(); i++) await new Promise((r) => setTimeout(r, 50)); };
+  await until(() => seen.length === 3 && deadSeen.length === 1);
+  assert.deepStrictEqual(seen.sort(), ['a', 'b', 'bad']);
+  assert.deepStrictEqual(deadSeen, ['bad']);
+  // Removing the edge: nothing more arrives.
+  await p((cb) => broker.removeBinding({ type: 'roundrobin', src: src + '.OUT', tgt: work + '.IN' }, cb));
+  await p((cb) => broker.sendTo('outqueue', src + '.OUT', 'late', cb));
+  await new Promise((r) => setTimeout(r, 500));
+  assert.strictEqual(seen.length, 3);
+  // Two observers of discovery both see one announcement.
+  const role = unique('nobs');
+  const observers = [msgflo.transport.getBroker(AMQP), msgflo.transport.getBroker(AMQP)];
+  const got = [[], []];
+  for (const [i, o] of observers.entries()) {
+    await p((cb) => o.connect(cb));
+    await p((cb) => o.subscribeParticipantChange((msg) => {
+      if (msg.data.payload && msg.data.payload.role === role) got[i].push(msg.data.payload.id);
+      o.ackMessage(msg);
+    }, cb));
+  }
+  await p((cb) => broker.registerParticipant({ id: role + '-1', role, component: 'X', label: 'x', icon: 'x', inports: [], outports: [] }, cb));
+  await until(() => got[0].length === 1 && got[1].length === 1);
+  assert.deepStrictEqual(got, [[role + '-1'], [role + '-1']]);
+  await cleanup([src + '.OUT', 'out-' + src + '.OUT', work + '.IN', 'dead-' + work + '.IN', dead + '.IN', dead + '.IN']);
+  for (const c of [broker, ...observers]) await p((cb) => c.disconnect(cb));
+});

@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::{BrokerUrl, Scheme};
 use crate::graph::{Connection, Graph};
-use crate::transport::{Declaration, PortKind, Target, Transport};
+use crate::transport::{Target, Transport};
 use crate::{Delivery, Error, Payload, Result};
 
 pub mod embedded;
@@ -520,21 +520,7 @@ impl State {
                 Wire::DeadLetter { .. } => Err(Error::broker("dead-letter route", "needs AMQP (MQTT has no nack)")),
             };
         }
-        let t = &self.transport;
-        match w {
-            Wire::PubSub { src, tgt } => t.bind(src, tgt).await,
-            Wire::RoundRobin { src, tgt } => {
-                let router = format!("out-{src}");
-                t.declare(&Declaration { kind: PortKind::Router, queue: router.clone(), persistent: true }).await?;
-                t.bind_exchange(src, &router).await?;
-                t.bind(&router, tgt).await
-            }
-            Wire::DeadLetter { tgt, deadletter } => {
-                let dead = format!("dead-{tgt}");
-                t.declare(&Declaration { kind: PortKind::Out, queue: dead.clone(), persistent: true }).await?;
-                t.bind(&dead, deadletter).await
-            }
-        }
+        crate::edge::add(self.transport.as_ref(), w).await
     }
 
     async fn unapply(&self, w: &Wire) -> Result<()> {
@@ -544,12 +530,7 @@ impl State {
             }
             return Ok(());
         }
-        let t = &self.transport;
-        match w {
-            Wire::PubSub { src, tgt } => t.unbind(src, tgt).await,
-            Wire::RoundRobin { src, tgt } => t.unbind(&format!("out-{src}"), tgt).await,
-            Wire::DeadLetter { tgt, deadletter } => t.unbind(&format!("dead-{tgt}"), deadletter).await,
-        }
+        crate::edge::remove(self.transport.as_ref(), w).await
     }
 
     async fn send_iips(&mut self) {

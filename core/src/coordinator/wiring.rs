@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::registry::Registry;
+pub use crate::edge::Wire;
 use crate::graph::{Connection, Graph, PortRef};
 
 /// The component that marks a roundrobin edge instead of a participant.
@@ -18,31 +19,6 @@ pub const ROUND_ROBIN: &str = "msgflo/RoundRobin";
 /// Whether a graph process is a participant (something that runs).
 pub fn is_participant(graph: &Graph, process: &str) -> bool {
     graph.processes.get(process).is_some_and(|p| p.component != ROUND_ROBIN)
-}
-
-/// One broker-level edge, by queue names.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum Wire {
-    /// Every message on outport exchange `src` also goes to inport queue
-    /// `tgt` (AMQP queue binding; MQTT: forwarded by the coordinator).
-    PubSub { src: String, tgt: String },
-    /// Like pubsub, through a direct exchange `out-<src>` (the original's
-    /// roundrobin edge: workers of `tgt` share its queue).
-    RoundRobin { src: String, tgt: String },
-    /// Messages nacked on `tgt` go to queue `deadletter` (AMQP: fanout
-    /// exchange `dead-<tgt>`, which `tgt` names as its dead-letter exchange).
-    DeadLetter { tgt: String, deadletter: String },
-}
-
-impl std::fmt::Display for Wire {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Wire::PubSub { src, tgt } => write!(f, "{src} -> {tgt}"),
-            Wire::RoundRobin { src, tgt } => write!(f, "{src} -> {tgt} (roundrobin)"),
-            Wire::DeadLetter { tgt, deadletter } => write!(f, "{tgt} -x {deadletter} (dead letters)"),
-        }
-    }
 }
 
 /// Why a graph edge is not wired yet, or cannot be.
