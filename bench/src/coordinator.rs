@@ -49,6 +49,34 @@ struct Args {
     child: bool,
 }
 
+/// Counts live heap bytes, so memory per participant is measured exactly
+/// (RSS also holds freed-but-kept pages and burst buffers).
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        LIVE.fetch_sub(l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as isize - l.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn heap_bytes() -> isize {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -128,12 +156,13 @@ impl RawDiscovery for Arc<dyn Transport> {
     }
 }
 
-async fn coordinator_discovery(url: &str, msgs: &[Payload], rounds: usize) -> (f64, u64, i64) {
+async fn coordinator_discovery(url: &str, msgs: &[Payload], rounds: usize) -> (f64, u64, i64, isize) {
     let rss_before = rss_kib();
     let t = connect(url).await;
     let mut o = Options::new(Default::default());
     o.query = false;
     let c = Coordinator::start(t.clone(), url, o).await.unwrap();
+    let heap_before = heap_bytes();
     let base = c.observed();
     let total = (msgs.len() * rounds) as u64;
     let publisher = connect(url).await;
@@ -153,13 +182,16 @@ async fn coordinator_discovery(url: &str, msgs: &[Payload], rounds: usize) -> (f
     let got = c.observed() - base;
     let secs = last.0.duration_since(start).as_secs_f64().max(1e-6);
     p.await.unwrap();
-    let rss_after = rss_kib();
     let n = msgs.len();
     let roles = c.wait_for(Duration::from_secs(2), |s| s.participants.len() >= n).await.map(|s| s.participants.len()).unwrap_or_else(|_| c.snapshot().participants.len());
+    // Let in-flight buffers drain, then count what the coordinator keeps.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let heap = heap_bytes() - heap_before;
+    let rss_after = rss_kib();
     c.stop().await;
     let _ = t.close().await;
     println!("    coordinator knew {roles} roles");
-    (got as f64 / secs, got, rss_after as i64 - rss_before as i64)
+    (got as f64 / secs, got, rss_after as i64 - rss_before as i64, heap)
 }
 
 async fn discovery(url: &str, n: usize, rounds: usize) {
@@ -171,9 +203,15 @@ async fn discovery(url: &str, n: usize, rounds: usize) {
     println!("    raw subscriber:  {raw_rate:>9.0} msg/s  ({raw_got} of {})", n * rounds);
     let tag2 = format!("sim{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let msgs = discovery_messages(n, &tag2);
-    let (rate, got, rss) = coordinator_discovery(url, &msgs, rounds).await;
+    let (rate, got, rss, heap) = coordinator_discovery(url, &msgs, rounds).await;
     println!("    coordinator:     {rate:>9.0} msg/s  ({got} of {})  ratio {:.2}", n * rounds, rate / raw_rate);
-    println!("    memory: +{} KiB resident, {:.0} bytes per participant", rss, rss as f64 * 1024.0 / n as f64);
+    println!(
+        "    memory: heap kept {:.0} bytes per participant (+{} KiB); resident +{} KiB ({:.0} bytes per participant)",
+        heap as f64 / n as f64,
+        heap / 1024,
+        rss,
+        rss as f64 * 1024.0 / n as f64
+    );
 }
 
 async fn count_on(url: &str, topic: &str) -> (Arc<dyn Transport>, tokio::sync::mpsc::Receiver<msgflo::Delivery>) {
