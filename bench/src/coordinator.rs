@@ -119,7 +119,7 @@ async fn raw_discovery(url: &str, msgs: &[Payload], rounds: usize, tag: &str) ->
     Coordinator::start(pre.clone(), url, Options::observer()).await.unwrap().stop().await;
     let _ = pre.close().await;
     let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
-    t.subscribe_discovery_raw(tx).await;
+    subscribe_fbp(&t, tx).await;
     let total = msgs.len() * rounds;
     let publisher = connect(url).await;
     let start = Instant::now();
@@ -144,16 +144,10 @@ async fn raw_discovery(url: &str, msgs: &[Payload], rounds: usize, tag: &str) ->
     (got as f64 / secs, got)
 }
 
-/// Subscribing without the coordinator's relay: the `fbp` queue itself
-/// (AMQP) or topic (MQTT).
-trait RawDiscovery {
-    async fn subscribe_discovery_raw(&self, tx: tokio::sync::mpsc::Sender<msgflo::Delivery>);
-}
-
-impl RawDiscovery for Arc<dyn Transport> {
-    async fn subscribe_discovery_raw(&self, tx: tokio::sync::mpsc::Sender<msgflo::Delivery>) {
-        self.subscribe(transport::DISCOVERY_QUEUE, Arc::from("fbp"), tx).await.unwrap();
-    }
+/// Subscribe to discovery without the coordinator's relay: the `fbp` queue
+/// itself (AMQP) or topic (MQTT).
+async fn subscribe_fbp(t: &Arc<dyn Transport>, tx: tokio::sync::mpsc::Sender<msgflo::Delivery>) {
+    t.subscribe(transport::DISCOVERY_QUEUE, Arc::from("fbp"), tx).await.unwrap();
 }
 
 async fn coordinator_discovery(url: &str, msgs: &[Payload], rounds: usize) -> (f64, u64, i64, isize) {
