@@ -182,6 +182,8 @@ test('getBroker: roundrobin edges with a dead-letter route, and discovery for se
   await p((cb) => broker.registerParticipant({ id: role + '-1', role, component: 'X', label: 'x', icon: 'x', inports: [], outports: [] }, cb));
   await until(() => got[0].length === 1 && got[1].length === 1);
   assert.deepStrictEqual(got, [[role + '-1'], [role + '-1']]);
-  await cleanup([src + '.OUT', 'out-' + src + '.OUT', work + '.IN', 'dead-' + work + '.IN', dead + '.IN', dead + '.IN']);
+  // Disconnect first: a client whose queue is deleted under it reconnects
+  // and declares it again.
   for (const c of [broker, ...observers]) await p((cb) => c.disconnect(cb));
+  await cleanup([src + '.OUT', 'out-' + src + '.OUT', work + '.IN', 'dead-' + work + '.IN', dead + '.IN']);
 });
