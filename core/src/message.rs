@@ -124,6 +124,10 @@ pub struct Message {
     pub payload: Payload,
     /// True when the broker says this was delivered before (AMQP only).
     pub redelivered: bool,
+    /// When it was sent, in seconds since the Unix epoch, if the sender said
+    /// (AMQP `timestamp` property; our discovery messages carry it, so a
+    /// stale one left in the `fbp` queue is recognised as old).
+    pub timestamp: Option<u64>,
 }
 
 /// How a delivery is settled with the broker.
@@ -246,7 +250,7 @@ mod tests {
     }
 
     fn delivery(rec: &Arc<Record>) -> Delivery {
-        let msg = Message { inport: "in".into(), payload: "x".into(), redelivered: false };
+        let msg = Message { inport: "in".into(), payload: "x".into(), redelivered: false, timestamp: None };
         Delivery::new(msg, 1, 1, rec.clone())
     }
 

@@ -409,3 +409,51 @@ async fn set_graph_starts_and_stops_participants() {
     c.stop().await;
     cleanup(&url, &[format!("{a}.IN"), format!("{a}.OUT"), format!("{b}.IN"), format!("{b}.OUT")]).await;
 }
+
+/// Discovery left in the durable `fbp` queue long ago (no observer ran) is
+/// recognised by its timestamp and shown as gone; a fresh announcement (ours
+/// are stamped) is alive. The original replayed such backlog as live.
+#[tokio::test]
+async fn stale_discovery_backlog_shows_as_gone_amqp() {
+    use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+    let url = amqp_url();
+    let (stale, fresh) = (unique("cstale"), unique("cfresh"));
+    let raw = Raw::connect().await;
+    raw.ch
+        .queue_declare("fbp".into(), QueueDeclareOptions { durable: true, ..Default::default() }, Default::default())
+        .await
+        .unwrap();
+    let body = serde_json::json!({"protocol": "discovery", "command": "participant", "payload": {
+        "id": format!("{stale}-1"), "role": stale, "component": "Old", "label": "old", "icon": "x",
+        "inports": [], "outports": []}});
+    let hour_ago = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 3600;
+    raw.ch
+        .basic_publish(
+            "".into(),
+            "fbp".into(),
+            BasicPublishOptions::default(),
+            body.to_string().as_bytes(),
+            lapin::BasicProperties::default().with_timestamp(hour_ago),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut o = Options::new(Default::default());
+    o.expiry = Duration::from_millis(1500);
+    let c = Coordinator::start(connect(&url).await, &url, o).await.unwrap();
+    let (p, _h) = start_repeat(&fresh, opts(&url)).await;
+    let s = c
+        .wait_for(T, |s| [&stale, &fresh].iter().all(|r| s.participants.iter().any(|p| &p.role == *r)))
+        .await
+        .unwrap();
+    let get = |r: &str| s.participants.iter().find(|p| p.role == r).unwrap().clone();
+    let (old, new) = (get(&stale), get(&fresh));
+    assert_eq!(old.alive, 0, "{old:?}");
+    assert!(old.last_seen_secs.unwrap() > 1.5, "{old:?}");
+    assert_eq!(new.alive, 1, "{new:?}");
+    assert!(new.last_seen_secs.unwrap() < 1.5, "{new:?}");
+    c.stop().await;
+    p.stop().await.unwrap();
+    cleanup(&url, &[format!("{fresh}.IN"), format!("{fresh}.OUT")]).await;
+}

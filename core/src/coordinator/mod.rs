@@ -82,6 +82,13 @@ pub fn default_expiry() -> Duration {
     crate::discovery::heartbeat_interval() * 3 + Duration::from_secs(1)
 }
 
+/// A discovery message older than this (by its timestamp) is stale
+/// backlog: ten expiries, at least ten minutes, far beyond any sane clock
+/// difference between hosts.
+pub fn stale_after(expiry: Duration) -> Duration {
+    (expiry * 10).max(Duration::from_secs(600))
+}
+
 /// One wired (or failing) broker edge, for status.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct WireStatus {
@@ -324,9 +331,33 @@ impl State {
 
     /// Handle one message from `fbp`; true if wiring may have changed.
     async fn handle(&mut self, d: Delivery) -> bool {
-        let dirty = self.handle_bytes(d.payload().as_bytes(), Instant::now()).await;
+        let at = self.sent_at(d.message().timestamp);
+        let dirty = self.handle_bytes(d.payload().as_bytes(), at).await;
         let _ = d.ack();
         dirty
+    }
+
+    /// When a discovery message was sent. Ours carry a timestamp (AMQP);
+    /// one much older than the expiry is stale backlog from the `fbp`
+    /// queue and counts with its age (so its participant shows as gone).
+    /// Clocks of other hosts may be off: younger ones count as now.
+    fn sent_at(&self, timestamp: Option<u64>) -> Instant {
+        let now = Instant::now();
+        let Some(ts) = timestamp else { return now };
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let age = Duration::from_secs(wall.saturating_sub(ts));
+        if age <= stale_after(self.registry.expiry()) {
+            return now;
+        }
+        // A monotonic clock cannot go back before boot: as far as it can.
+        let mut back = age;
+        loop {
+            match now.checked_sub(back) {
+                Some(t) => return t,
+                None if back > Duration::from_secs(1) => back /= 2,
+                None => return now,
+            }
+        }
     }
 
     async fn handle_bytes(&mut self, bytes: &[u8], at: Instant) -> bool {

@@ -103,7 +103,8 @@ impl Registry {
             Some(r) => r,
             None => {
                 let mut instances = BTreeMap::new();
-                instances.insert(id, Instance { first_seen: at, last_seen: at, heartbeats: 1, alive: true });
+                let alive = at.elapsed() < self.expiry; // an old sighting is of one already gone
+                instances.insert(id, Instance { first_seen: at, last_seen: at, heartbeats: 1, alive });
                 self.roles.insert(a.role.clone(), Role { definition: a, instances });
                 return Observed::NewRole;
             }
@@ -111,7 +112,8 @@ impl Registry {
         let changed = role.definition != a;
         let outcome = match role.instances.get_mut(&id) {
             None => {
-                role.instances.insert(id, Instance { first_seen: at, last_seen: at, heartbeats: 1, alive: true });
+                let alive = at.elapsed() < self.expiry;
+                role.instances.insert(id, Instance { first_seen: at, last_seen: at, heartbeats: 1, alive });
                 Observed::NewInstance
             }
             Some(inst) => {

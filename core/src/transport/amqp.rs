@@ -100,6 +100,8 @@ struct Pending {
     routing_key: String,
     payload: Payload,
     persistent: bool,
+    /// AMQP `timestamp` property (discovery messages).
+    timestamp: Option<u64>,
     seq: u64,
     _permit: OwnedSemaphorePermit,
 }
@@ -240,7 +242,7 @@ fn durable_exchange(persistent: bool) -> ExchangeDeclareOptions {
 
 impl Inner {
     /// Queue a publish for the pipeline (see [`Transport::publish`]).
-    async fn publish(&self, target: Target, payload: Payload, persistent: bool) -> Result<()> {
+    async fn publish(&self, target: Target, payload: Payload, persistent: bool, timestamp: Option<u64>) -> Result<()> {
         if self.closed.is_cancelled() {
             return Err(Error::Closed);
         }
@@ -253,7 +255,7 @@ impl Inner {
             Target::Exchange(x) => (x, String::new()),
             Target::Queue(q) => (String::new(), q),
         };
-        let p = Pending { exchange, routing_key, payload, persistent, seq: 0, _permit: permit };
+        let p = Pending { exchange, routing_key, payload, persistent, timestamp, seq: 0, _permit: permit };
         self.ops.send(Op::Publish(p)).map_err(|_| Error::Closed)
     }
 
@@ -348,7 +350,8 @@ impl Inner {
                 };
                 match next {
                     Some(Ok(d)) => {
-                        let msg = Message { inport: sub.inport.clone(), payload: Payload::new(d.data), redelivered: d.redelivered };
+                        let timestamp = *d.properties.timestamp();
+                        let msg = Message { inport: sub.inport.clone(), payload: Payload::new(d.data), redelivered: d.redelivered, timestamp };
                         let delivery = Delivery::new(msg, d.delivery_tag, generation, settler.clone());
                         if sub.sink.send(delivery).await.is_err() {
                             return; // receiver gone; the delivery requeued itself on drop
@@ -645,11 +648,14 @@ impl Pipeline {
             self.retry.push_back(p);
             return;
         };
-        let props = if p.persistent {
+        let mut props = if p.persistent {
             BasicProperties::default().with_delivery_mode(2)
         } else {
             BasicProperties::default()
         };
+        if let Some(ts) = p.timestamp {
+            props = props.with_timestamp(ts);
+        }
         let res = live
             .publish
             .basic_publish(
@@ -777,7 +783,7 @@ impl Transport for Amqp {
     }
 
     async fn publish(&self, target: Target, payload: Payload, persistent: bool) -> Result<()> {
-        self.inner.publish(target, payload, persistent).await
+        self.inner.publish(target, payload, persistent, None).await
     }
 
     async fn bind(&self, exchange: &str, queue: &str) -> Result<()> {
@@ -883,7 +889,8 @@ impl Transport for Amqp {
                     d = rx.recv() => match d { Some(d) => d, None => return },
                 };
                 let target = Target::Exchange(DISCOVERY_FANOUT.into());
-                match inner.publish(target, d.payload().clone(), false).await {
+                // The sender's timestamp travels with it.
+                match inner.publish(target, d.payload().clone(), false, d.message().timestamp).await {
                     Ok(()) => {
                         let _ = d.ack();
                     }
@@ -894,9 +901,12 @@ impl Transport for Amqp {
         Ok(())
     }
 
+    /// Stamped with the time (seconds), so an observer that finds it in
+    /// the `fbp` backlog later knows how old it is.
     async fn announce(&self, message: Payload) -> Result<()> {
         self.ensure_discovery_queue().await?;
-        self.publish(Target::Queue(DISCOVERY_QUEUE.into()), message, false).await
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).ok();
+        self.inner.publish(Target::Queue(DISCOVERY_QUEUE.into()), message, false, now).await
     }
 
     fn generation(&self) -> watch::Receiver<u64> {

@@ -232,7 +232,7 @@ impl Transport for MemoryTransport {
                     n = broker.next(&queue) => n,
                 };
                 let Some((tag, body)) = next else { return };
-                let msg = Message { inport: inport.clone(), payload: Payload::new(body), redelivered: false };
+                let msg = Message { inport: inport.clone(), payload: Payload::new(body), redelivered: false, timestamp: None };
                 // If the receiver is gone the delivery is dropped unsettled,
                 // which requeues it.
                 if sink.send(Delivery::new(msg, tag, 1, settler.clone())).await.is_err() {

@@ -194,7 +194,7 @@ impl EventTask {
                     let generation = *self.generation.borrow();
                     let sinks: Vec<_> = self.subscribers.lock().unwrap().get(p.topic.as_str()).cloned().unwrap_or_default();
                     for (inport, sink) in sinks {
-                        let msg = Message { inport, payload: Payload::new(p.payload.to_vec()), redelivered: false };
+                        let msg = Message { inport, payload: Payload::new(p.payload.to_vec()), redelivered: false, timestamp: None };
                         let delivery = Delivery::new(msg, 0, generation, Arc::new(NoSettle));
                         if !backlog.is_empty() {
                             if backlog.len() >= MAX_BACKLOG {
