@@ -423,6 +423,11 @@ async fn stale_discovery_backlog_shows_as_gone_amqp() {
         .queue_declare("fbp".into(), QueueDeclareOptions { durable: true, ..Default::default() }, Default::default())
         .await
         .unwrap();
+    // The coordinator first: other tests' observers may take the message
+    // from `fbp` at once and relay it; ours must be listening by then.
+    let mut o = Options::new(Default::default());
+    o.expiry = Duration::from_millis(1500);
+    let c = Coordinator::start(connect(&url).await, &url, o).await.unwrap();
     let body = serde_json::json!({"protocol": "discovery", "command": "participant", "payload": {
         "id": format!("{stale}-1"), "role": stale, "component": "Old", "label": "old", "icon": "x",
         "inports": [], "outports": []}});
@@ -439,9 +444,6 @@ async fn stale_discovery_backlog_shows_as_gone_amqp() {
         .unwrap()
         .await
         .unwrap();
-    let mut o = Options::new(Default::default());
-    o.expiry = Duration::from_millis(1500);
-    let c = Coordinator::start(connect(&url).await, &url, o).await.unwrap();
     let (p, _h) = start_repeat(&fresh, opts(&url)).await;
     let s = c
         .wait_for(T, |s| [&stale, &fresh].iter().all(|r| s.participants.iter().any(|p| &p.role == *r)))
@@ -450,7 +452,8 @@ async fn stale_discovery_backlog_shows_as_gone_amqp() {
     let get = |r: &str| s.participants.iter().find(|p| p.role == r).unwrap().clone();
     let (old, new) = (get(&stale), get(&fresh));
     assert_eq!(old.alive, 0, "{old:?}");
-    assert!(old.last_seen_secs.unwrap() > 1.5, "{old:?}");
+    // Gone long ago: its instance may already be forgotten (the role stays).
+    assert!(old.last_seen_secs.is_none_or(|s| s > 1.5), "{old:?}");
     assert_eq!(new.alive, 1, "{new:?}");
     assert!(new.last_seen_secs.unwrap() < 1.5, "{new:?}");
     c.stop().await;
