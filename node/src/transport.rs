@@ -78,17 +78,6 @@ impl CoreClient {
         out
     }
 
-    /// Pubsub edge: everything sent to exchange `src` also goes to queue `tgt`.
-    #[napi]
-    pub async fn bind(&self, src: String, tgt: String) -> Result<()> {
-        self.transport.bind(&src, &tgt).await.map_err(to_js)
-    }
-
-    #[napi]
-    pub async fn unbind(&self, src: String, tgt: String) -> Result<()> {
-        self.transport.unbind(&src, &tgt).await.map_err(to_js)
-    }
-
     /// A broker edge of the original's kinds: `pubsub` (src exchange ->
     /// tgt queue), `roundrobin` (through `out-<src>`), `deadletter` (nacked
     /// messages of queue src go to queue tgt). `add` false removes it.

@@ -173,6 +173,12 @@ impl From<msgflo::Error> for Failure {
     }
 }
 
+/// Connect to `url`, named `msgflo NAME` in the broker's connection list.
+pub async fn connect(url: &str, name: &str) -> Result<std::sync::Arc<dyn msgflo::Transport>, Failure> {
+    let options = msgflo::transport::ConnectOptions { connection_name: format!("msgflo {name}"), ..Default::default() };
+    Ok(msgflo::transport::connect(url, &options).await?)
+}
+
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off,lapin=warn,rumqttc=warn"));

@@ -1,7 +1,6 @@
 //! `msgflo run` and `msgflo setup`: one coordinator, two lifetimes.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use msgflo::coordinator::embedded::EmbeddedBroker;
@@ -10,7 +9,6 @@ use msgflo::coordinator::supervisor::Supervisor;
 use msgflo::coordinator::{Coordinator, Options, Snapshot};
 use msgflo::graph::Graph;
 use msgflo::library::Library;
-use msgflo::transport::{self, ConnectOptions, Transport};
 
 use crate::{Failure, GraphArgs};
 
@@ -41,11 +39,6 @@ pub fn load(args: &GraphArgs) -> Result<Loaded, Failure> {
         None => (Library::default(), PathBuf::from(".")),
     };
     Ok(Loaded { graph, library, dir })
-}
-
-async fn connect(url: &str) -> Result<Arc<dyn Transport>, Failure> {
-    let options = ConnectOptions { connection_name: "msgflo coordinator".into(), ..Default::default() };
-    transport::connect(url, &options).await.map_err(Failure::from)
 }
 
 fn launcher(loaded: &Loaded, url: &str, only: Vec<String>, ignore: Vec<String>) -> Launcher {
@@ -90,7 +83,7 @@ pub async fn run(args: GraphArgs, broker: Option<String>, no_start: bool, expire
             (b.url(), true)
         }
     };
-    let transport = connect(&url).await?;
+    let transport = crate::connect(&url, "coordinator").await?;
     let mut options = Options::new(loaded.graph.clone());
     if let Some(e) = expire {
         options.expiry = Duration::from_secs_f64(e.max(0.1));
@@ -143,7 +136,7 @@ pub async fn setup(
     if url.starts_with("mqtt") && !forever {
         tracing::warn!("MQTT edges are forwarded by a running coordinator: they stop when setup exits (use --forever, or msgflo run)");
     }
-    let transport = connect(&url).await?;
+    let transport = crate::connect(&url, "coordinator").await?;
     let mut options = Options::new(loaded.graph.clone());
     if participants {
         options.launcher = Some(launcher(&loaded, &url, only, args.ignore.clone()));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use msgflo::coordinator::{Coordinator, Options};
 use msgflo::discovery::{Definition, PortDef};
-use msgflo::transport::{self, ConnectOptions, Target, Transport};
+use msgflo::transport::{Target, Transport};
 use msgflo::Payload;
 use serde_json::json;
 
@@ -15,8 +15,7 @@ use crate::{Failure, GraphArgs};
 
 async fn connect(broker: Option<String>, name: &str) -> Result<(String, Arc<dyn Transport>), Failure> {
     let url = msgflo::broker::resolve(broker.as_deref());
-    let options = ConnectOptions { connection_name: format!("msgflo {name}"), ..Default::default() };
-    let t = transport::connect(&url, &options).await?;
+    let t = crate::connect(&url, name).await?;
     Ok((url, t))
 }
 
