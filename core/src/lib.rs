@@ -47,6 +47,8 @@ pub mod discovery;
 pub mod edge;
 pub mod error;
 pub mod graph;
+#[cfg(feature = "coordinator")]
+pub mod guv;
 pub mod library;
 pub mod message;
 pub mod participant;
