@@ -11,3 +11,5 @@
 
 pub mod config;
 pub mod policy;
+pub mod simulate;
+pub mod svg;
