@@ -104,6 +104,9 @@ pub struct RoleConfig {
     pub history: f64,
     /// Worker boot time, s.
     pub boot: f64,
+    /// Scale-down stabilisation window of our policy, s (the largest
+    /// recommendation within it wins).
+    pub stabilisation: f64,
     /// Jobs waiting before a role at zero workers starts one.
     pub activation: u32,
     pub policy: PolicyKind,
@@ -135,6 +138,7 @@ impl RoleConfig {
             pollinterval: 30.0,
             history: 120.0,
             boot: 30.0,
+            stabilisation: 30.0,
             activation: 1,
             policy: PolicyKind::Msgflo,
             backend: BackendKind::Local,
@@ -200,7 +204,7 @@ impl Parsed {
 const KNOWN: &[&str] = &[
     "processing", "stddev", "deadline", "percentile", "target", "concurrency", "minimum", "maximum", "worker",
     "queue", "app", "broker", "apikey", "pollinterval", "history", "boot", "dynosize", "statuspage", "metric",
-    "policy", "backend", "activation", "schedule",
+    "policy", "backend", "activation", "schedule", "stabilisation",
 ];
 
 fn canonical(key: &str) -> Option<&'static str> {
@@ -378,9 +382,9 @@ fn build(name: &str, keys: &BTreeMap<&'static str, Value>, problems: &mut Vec<Pr
     if let Some(x) = int("activation", &mut err) {
         r.activation = x.max(1);
     }
-    for (k, slot) in [("pollinterval", &mut r.pollinterval), ("history", &mut r.history), ("boot", &mut r.boot)] {
+    for (k, slot) in [("pollinterval", &mut r.pollinterval), ("history", &mut r.history), ("boot", &mut r.boot), ("stabilisation", &mut r.stabilisation)] {
         if let Some(x) = num(k, &mut err) {
-            if x >= 0.0 && (k == "boot" || x > 0.0) {
+            if x >= 0.0 && (k == "boot" || k == "stabilisation" || x > 0.0) {
                 *slot = x;
             } else {
                 err(format!("'{k}' must be > 0, not {x}"));

@@ -340,10 +340,14 @@ pub struct MsgfloPolicy {
 }
 
 /// Polls whose arrival rates make up the robust (median) rate.
-const RATE_POLLS: usize = 6;
-/// Headroom over the offered load, in units of its square root
-/// (square-root staffing).
-const BETA: f64 = 0.5;
+const RATE_POLLS: usize = 24;
+/// Share of the offered load (arrival rate x mean processing time /
+/// concurrency) staffed from the rate alone; the backlog term adds the rest,
+/// so the queue itself regulates the last workers.
+const LOAD_SHARE: f64 = 0.9;
+/// The boot-aware jump applies when the backlog alone needs more than
+/// this share of the workers there (and at least one).
+const JUMP_GATE: f64 = 0.5;
 /// Down moves within this share of the current count are ignored.
 const TOLERANCE: f64 = 0.1;
 /// At most this share of the workers goes per scale-down (at least one).
@@ -419,7 +423,7 @@ impl Policy for MsgfloPolicy {
         // Waiting budget: what the deadline leaves after a slow job.
         let budget = r.deadline - pq;
         let load = lambda * p / c;
-        let base = if load > 0.0 { load + BETA * load.sqrt() } else { 0.0 };
+        let base = if load > 0.0 { LOAD_SHARE * load } else { 0.0 };
         let backlog_work = ready * p / c;
         let mut reason = "rate";
         let mut warning = None;
@@ -435,7 +439,9 @@ impl Policy for MsgfloPolicy {
             // What the workers already there (booting ones once up) can
             // take within the budget beyond the arrivals.
             let spare = ((running - load) * budget + booting * (budget - boot).max(0.0)).max(0.0);
-            if backlog_work > spare {
+            // Only for a backlog that needs a real jump (a burst), not for the
+            // noise of a steady queue.
+            if backlog_work > spare && backlog_work / budget > (JUMP_GATE * existing).max(1.0) {
                 let horizon = budget - boot;
                 let extra = if horizon > 0.5 * p { (backlog_work - spare) / horizon } else { max };
                 if existing + extra > required {
@@ -468,7 +474,7 @@ impl Policy for MsgfloPolicy {
         let alert = budget <= 0.0 || load >= max || (ready > 0.0 && backlog_work / (max - load) + pq > r.deadline);
 
         self.recs.push_back((obs.now, raw));
-        while self.recs.front().is_some_and(|(t, _)| obs.now - t > r.history) {
+        while self.recs.front().is_some_and(|(t, _)| obs.now - t > r.stabilisation) {
             self.recs.pop_front();
         }
         let mut desired = if raw >= current {
@@ -595,7 +601,7 @@ mod tests {
 
     #[test]
     fn msgflo_scales_up_for_a_backlog_and_down_slowly() {
-        let mut p = MsgfloPolicy::new(role("r: {processing: 5, stddev: 5, min: 0, max: 20, boot: 30, deadline: 180, pollinterval: 10, history: 60}\n"));
+        let mut p = MsgfloPolicy::new(role("r: {processing: 5, stddev: 5, min: 0, max: 20, boot: 30, deadline: 180, pollinterval: 10, history: 60, stabilisation: 60}\n"));
         let d = p.decide(&obs(0.0, 300, 0));
         assert!(d.desired >= 10, "{d:?}");
         assert!(!d.alert, "{d:?}");
