@@ -13,3 +13,8 @@ pub mod config;
 pub mod policy;
 pub mod simulate;
 pub mod svg;
+pub mod http;
+pub mod source;
+pub mod backend;
+pub mod metrics;
+pub mod run;
