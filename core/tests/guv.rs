@@ -311,3 +311,56 @@ async fn kubernetes_guv_run_patches_through_the_cli_against_a_local_recording_ht
     let ch = raw.channel().await;
     ch.queue_delete(q.as_str().into(), Default::default()).await.unwrap();
 }
+
+/// The Python interpreter with grpcio-tools (installed by scripts/setup).
+fn python_with_grpc() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let py = std::env::var_os("MSGFLO_TEST_PYTHON").map(std::path::PathBuf::from).unwrap_or_else(|| root.join(".venv/bin/python"));
+    let ok = Command::new(&py).args(["-c", "import grpc_tools"]).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "{} with grpcio-tools is needed for the KEDA test: run scripts/setup (it installs grpcio-tools into .venv)", py.display());
+    py
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keda_external_scaler_answers_a_real_python_grpc_client() {
+    let py = python_with_grpc();
+    let raw = Raw::connect().await;
+    let q = unique("guv-keda");
+    raw.ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    for i in 0..40 {
+        raw.send_to_queue(&q, format!("{i}").as_bytes()).await;
+    }
+    eventually("40 messages ready", Duration::from_secs(10), || async { (raw.depth(&q).await == 40).then_some(()) }).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = write("keda.yaml", &format!("analyze: {{queue: {q}, backend: keda, policy: guv, min: 0, max: 100, pollinterval: 1}}\n"));
+    let mut child = msgflo()
+        .args(["guv", "--broker", &amqp_url(), "--keda", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = std::env::temp_dir().join(unique("guv-keda-py"));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let script = manifest.join("tests/guv_keda_client.py");
+    let proto = manifest.join("proto");
+    let o = tokio::task::spawn_blocking(move || {
+        Command::new(py).arg(script).arg(format!("127.0.0.1:{port}")).arg(proto).arg(&out_dir).args(["analyze", "11"]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(o.status.success(), "python client: {}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(out(&o).trim()).unwrap_or_else(|e| panic!("{e}: {}", out(&o)));
+    // guv's rule for 40 jobs with the defaults: 11 workers, target 1 each.
+    assert_eq!(v["metric_value"], 11, "{v}");
+    assert_eq!(v["spec_name"], "guv-analyze");
+    assert_eq!(v["spec_target"], 1);
+    assert_eq!(v["is_active"], true);
+    assert_eq!(v["stream_first"], true);
+    assert_eq!(v["unknown_role"], "NOT_FOUND");
+    let ch = raw.channel().await;
+    ch.queue_delete(q.as_str().into(), Default::default()).await.unwrap();
+}

@@ -9,7 +9,8 @@
 //! - `heroku`: Platform API formations, one `PATCH` per app for all its
 //!   roles; a 422 (a count above the dyno size's cap) is reported once and
 //!   lowers that role's maximum instead of being repeated every poll.
-//! - `keda`: KEDA asks us (external scaler); not implemented yet.
+//! - `keda`: KEDA asks us (external scaler, `keda.rs`); decisions are
+//!   stored for it to fetch.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;

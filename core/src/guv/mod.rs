@@ -18,3 +18,4 @@ pub mod source;
 pub mod backend;
 pub mod metrics;
 pub mod run;
+pub mod keda;

@@ -16,6 +16,7 @@ use super::backend::{self, Backend};
 use super::config::{BackendKind, RoleConfig};
 use super::metrics::Metrics;
 use super::policy::{self, Decision, Observation, Policy};
+use super::keda;
 use super::source;
 
 #[derive(Debug, Clone, Default)]
@@ -26,6 +27,9 @@ pub struct RunOptions {
     pub broker: String,
     pub metrics: Option<SocketAddr>,
     pub decisions: Option<PathBuf>,
+    /// Where the KEDA external scaler listens (roles with `backend: keda`);
+    /// default 0.0.0.0:9090.
+    pub keda: Option<SocketAddr>,
 }
 
 struct RoleState {
@@ -85,11 +89,18 @@ pub async fn run(roles: Vec<RoleConfig>, opts: RunOptions) -> Result<(), String>
     };
     let management = source::management_url(&broker);
     let mut backends: BTreeMap<&'static str, Box<dyn Backend>> = BTreeMap::new();
+    let keda_roles: Vec<String> = roles.iter().filter(|r| r.backend == BackendKind::Keda).map(|r| r.name.clone()).collect();
+    if !keda_roles.is_empty() {
+        let desired = keda::Desired::default();
+        let period = roles.iter().filter(|r| r.backend == BackendKind::Keda).map(|r| r.pollinterval).fold(f64::INFINITY, f64::min);
+        let scaler = keda::Scaler { desired: desired.clone(), roles: keda_roles, period: Duration::from_secs_f64(period.clamp(0.1, 3600.0)) };
+        let addr = opts.keda.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9090)));
+        let bound = keda::serve(scaler, addr).await.map_err(|e| format!("KEDA external scaler on {addr}: {e}"))?;
+        tracing::info!("KEDA external scaler (gRPC) on {bound}");
+        backends.insert(BackendKind::Keda.name(), Box::new(keda::KedaBackend { desired }));
+    }
     for r in &roles {
         backends.entry(r.backend.name()).or_insert_with(|| backend::make(r.backend));
-        if r.backend == BackendKind::Keda {
-            tracing::warn!(role = %r.name, "backend keda (external scaler) is not implemented yet; deciding without applying");
-        }
     }
     let now = Instant::now();
     let mut states: Vec<RoleState> = roles

@@ -42,6 +42,10 @@ pub struct GuvArgs {
     /// Append one JSON line per decision to this file.
     #[arg(long)]
     decisions: Option<PathBuf>,
+    /// Where the KEDA external scaler (gRPC) listens for roles with
+    /// `backend: keda` (default 0.0.0.0:9090).
+    #[arg(long)]
+    keda: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -114,7 +118,7 @@ pub async fn guv(args: GuvArgs) -> Result<(), Failure> {
                 .or_else(|| std::env::var("GUV_BROKER").ok().filter(|b| !b.trim().is_empty()))
                 .or_else(|| roles.iter().find_map(|r| r.broker.clone()))
                 .unwrap_or_else(|| msgflo::broker::resolve(None));
-            let opts = RunOptions { dry_run: args.dry_run, oneshot: args.oneshot, json: args.json, broker, metrics: args.metrics, decisions: args.decisions };
+            let opts = RunOptions { dry_run: args.dry_run, oneshot: args.oneshot, json: args.json, broker, metrics: args.metrics, decisions: args.decisions, keda: args.keda };
             run::run(roles, opts).await.map_err(Failure::run)
         }
     }
