@@ -177,7 +177,7 @@ async fn run_graph(broker: Option<String>) {
     let (a, b) = (unique("runa"), unique("runb"));
     let dir = project(&format!("'\"hi\"' -> IN {a}(Repeat)\n{a} OUT -> IN {b}(Repeat)\n"), "");
     let mut cmd = msgflo();
-    cmd.arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json"));
+    cmd.arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json")).args(["--port", "0"]);
     if let Some(b) = &broker {
         cmd.args(["--broker", b]);
     }
@@ -236,7 +236,7 @@ async fn children_die_with_a_killed_coordinator() {
     let a = unique("orphan");
     let dir = project(&format!("{a}(Repeat)\n"), "");
     let mut cmd = msgflo();
-    cmd.arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json"));
+    cmd.arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json")).args(["--port", "0"]);
     let mut p = Proc::spawn(cmd);
     p.wait_line(&format!("{a} | "), T);
     assert_eq!(processes_with(&a).len(), 1);
@@ -256,7 +256,7 @@ async fn crashing_and_unknown_participants_do_not_stop_the_coordinator() {
         r#", "Crash": "sh -c 'echo starting #ROLE; exit 3'""#,
     );
     let mut cmd = msgflo();
-    cmd.arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json"));
+    cmd.arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json")).args(["--port", "0"]);
     let mut p = Proc::spawn(cmd);
     let line = p.wait_line(&format!("not starting {ghost}"), T);
     assert!(line.contains("NoSuchComponent"), "{line}");
@@ -273,7 +273,7 @@ async fn crashing_and_unknown_participants_do_not_stop_the_coordinator() {
 #[test]
 fn a_broken_graph_gives_file_line_and_column() {
     let dir = project("a(Repeat) OUT -> IN b(Repeat)\nb OUT -> -> c\n", "");
-    let out = msgflo().arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json")).output().unwrap();
+    let out = msgflo().arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json")).args(["--port", "0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("graph.fbp:2:"), "{err}");
@@ -414,6 +414,17 @@ async fn status(url: &str) {
     let (pa, _ha) = start_repeat(&a, msgflo::Options::broker(url)).await;
     let (pb, _hb) = start_repeat(&b, msgflo::Options::broker(url)).await;
     c.wait_for(T, |s| s.complete && !s.wires.is_empty()).await.unwrap();
+    // A participant whose queue is gone from the broker (AMQP): shown as
+    // missing, without a reconnect or an error.
+    let ghost = unique("ghost");
+    if url.starts_with("amqp") {
+        let t = connect(url).await;
+        let body = serde_json::json!({"protocol": "discovery", "command": "participant", "payload": {
+            "id": format!("{ghost}-1"), "role": ghost, "component": "Ghost", "inports": [{"id": "in", "queue": format!("{ghost}.IN")}], "outports": []}});
+        t.announce(msgflo::Payload::json(&body)).await.unwrap();
+        c.wait_for(T, |s| s.participants.iter().any(|p| p.role == ghost)).await.unwrap();
+        t.close().await.unwrap();
+    }
     let out = tokio::task::spawn_blocking({
         let url = url.to_owned();
         move || msgflo().args(["status", "--broker", &url, "--json", "--wait", "1.5"]).output().unwrap()
@@ -427,9 +438,16 @@ async fn status(url: &str) {
     assert_eq!(pa_status["alive"], 1);
     assert_eq!(pa_status["inports"][0]["queue"], format!("{a}.IN"));
     if url.starts_with("amqp") {
-        assert_eq!(pa_status["inports"][0]["depth"], 0, "{pa_status}");
+        assert_eq!(pa_status["inports"][0]["depth"], 0, "{pa_status} {}", String::from_utf8_lossy(&out.stderr));
     }
     assert!(find(&b).is_some());
+    if url.starts_with("amqp") {
+        let g = find(&ghost).expect("the ghost listed");
+        assert_eq!(g["inports"][0]["missing"], true, "{g}");
+        assert!(pa_status["inports"][0].get("missing").is_none(), "{pa_status}");
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("INFO") && !err.contains("ERROR") && !err.contains("reconnect"), "status logs only warnings: {err}");
     let edges = v["edges"].as_array().unwrap();
     assert!(edges.iter().any(|e| e["src"] == format!("{a}.OUT") && e["tgt"] == format!("{b}.IN")), "{v}");
     // Text output says the same, briefly.
