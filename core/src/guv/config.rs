@@ -466,6 +466,7 @@ fn build(name: &str, keys: &BTreeMap<&'static str, Value>, problems: &mut Vec<Pr
 
 /// Inverse of the standard normal CDF (Acklam's rational approximation,
 /// relative error below 1.2e-9). `p` outside (0, 1) is clamped.
+#[allow(clippy::excessive_precision)]
 pub fn inverse_normal_cdf(p: f64) -> f64 {
     let p = p.clamp(1e-12, 1.0 - 1e-12);
     const A: [f64; 6] = [-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.383577518672690e2, -3.066479806614716e1, 2.506628277459239];

@@ -78,6 +78,7 @@ pub struct Scaler {
 }
 
 impl Scaler {
+    #[allow(clippy::result_large_err)] // tonic's Status is what the service returns anyway
     fn role(&self, r: &pb::ScaledObjectRef) -> Result<String, Status> {
         let name = r.scaler_metadata.get("role").cloned().unwrap_or_else(|| r.name.clone());
         if self.roles.iter().any(|x| x == &name) {
