@@ -64,11 +64,26 @@ pub struct Options {
     pub wire: bool,
     /// Start (and stop) the graph's participants, following the graph.
     pub launcher: Option<launcher::Launcher>,
+    /// Instances to run per role from the start (absent: 1); see
+    /// [`Coordinator::scale`].
+    pub scale: BTreeMap<String, u32>,
+    /// Extra environment for the participants of a role.
+    pub role_env: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl Options {
     pub fn new(graph: Graph) -> Self {
-        Options { graph, expiry: default_expiry(), send_iips: true, answer_queries: true, query: true, wire: true, launcher: None }
+        Options {
+            graph,
+            expiry: default_expiry(),
+            send_iips: true,
+            answer_queries: true,
+            query: true,
+            wire: true,
+            launcher: None,
+            scale: BTreeMap::new(),
+            role_env: BTreeMap::new(),
+        }
     }
 
     /// Look, never touch: for `msgflo status` and other observers.
@@ -183,7 +198,8 @@ impl Coordinator {
             events: events.clone(),
             taps: tap::Taps::new(tap_tx),
             held: Vec::new(),
-            scale: BTreeMap::new(),
+            scale: options.scale,
+            role_env: options.role_env,
             transport,
             registry: Registry::new(options.expiry),
             iips: options.graph.connections.iter().filter(|c| c.src.is_none() && options.send_iips).cloned().map(|c| (c, None)).collect(),
@@ -291,6 +307,16 @@ impl Coordinator {
         }
     }
 
+    /// Stop the loop and the participants it started, through a shared
+    /// reference (when [`Coordinator::stop`] cannot take it): the loop ends
+    /// on its own, the participants are waited for.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        if let Some(s) = &self.supervisor {
+            s.shutdown().await;
+        }
+    }
+
     /// The participants this coordinator started, as they are now.
     pub async fn children(&self) -> Vec<supervisor::ChildStatus> {
         match &self.supervisor {
@@ -338,6 +364,7 @@ struct State {
     held: Vec<(PortRef, Payload, Instant)>,
     /// Instances wanted per role (absent: 1).
     scale: BTreeMap<String, u32>,
+    role_env: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl State {
@@ -676,6 +703,7 @@ impl State {
                     for i in 0..count(&role) {
                         let mut s = spec.clone();
                         s.instance = i;
+                        s.env.extend(self.role_env.get(&role).cloned().unwrap_or_default());
                         if let Err(e) = l.supervisor.start(s).await {
                             result = Err(e);
                             break;

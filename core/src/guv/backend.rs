@@ -25,6 +25,10 @@ const T: Duration = Duration::from_secs(10);
 pub trait LocalScaler: Send + Sync {
     fn current(&self, role: &str) -> Option<u32>;
     fn set(&self, role: &str, n: u32) -> Result<(), String>;
+    /// Instances started but not announced yet (still booting).
+    fn booting(&self, _role: &str) -> u32 {
+        0
+    }
 }
 
 /// Per-role outcome of a read or an apply.
@@ -63,7 +67,7 @@ impl Backend for Local {
             .map(|(r, n)| {
                 let res = match &self.scaler {
                     Some(s) => s.set(&r.name, *n).map(|_| *n),
-                    None => Err("the local backend scales processes inside `msgflo run --scale`, which is not available yet; use --dry-run, or backend kubernetes/heroku".into()),
+                    None => Err("the local backend scales the processes of `msgflo run GRAPH --scale FILE`; plain `msgflo guv` has none to scale (use --dry-run, or backend kubernetes/heroku/keda)".into()),
                 };
                 (r.name.clone(), res)
             })

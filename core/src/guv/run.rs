@@ -19,8 +19,12 @@ use super::policy::{self, Decision, Observation, Policy};
 use super::keda;
 use super::source;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
+    /// The processes of `msgflo run --scale` (the `local` backend).
+    pub local: Option<Arc<dyn backend::LocalScaler>>,
+    /// Stop when cancelled (default: on Ctrl-C).
+    pub stop: Option<tokio_util::sync::CancellationToken>,
     pub dry_run: bool,
     pub oneshot: bool,
     pub json: bool,
@@ -99,6 +103,9 @@ pub async fn run(roles: Vec<RoleConfig>, opts: RunOptions) -> Result<(), String>
         tracing::info!("KEDA external scaler (gRPC) on {bound}");
         backends.insert(BackendKind::Keda.name(), Box::new(keda::KedaBackend { desired }));
     }
+    if let Some(local) = &opts.local {
+        backends.insert(BackendKind::Local.name(), Box::new(backend::Local { scaler: Some(local.clone()) }));
+    }
     for r in &roles {
         backends.entry(r.backend.name()).or_insert_with(|| backend::make(r.backend));
     }
@@ -150,12 +157,18 @@ pub async fn run(roles: Vec<RoleConfig>, opts: RunOptions) -> Result<(), String>
                 if let Some(cap) = be.cap(&role.name) {
                     role_for_cap.maximum = role_for_cap.maximum.min(cap);
                 }
+                // Local instances that have not announced themselves yet
+                // are booting: counted, but not as running.
+                let booting = match (&opts.local, role.backend) {
+                    (Some(l), BackendKind::Local) => l.booting(&role.name).min(current.unwrap_or(0)),
+                    _ => 0,
+                };
                 let obs = Observation {
                     now: start.elapsed().as_secs_f64(),
                     ready: depth.ready,
                     unacked: depth.unacked,
-                    running: current,
-                    booting: 0,
+                    running: current.map(|c| c.saturating_sub(booting)),
+                    booting,
                     arrivals,
                     processing_samples: vec![],
                 };
@@ -235,9 +248,18 @@ pub async fn run(roles: Vec<RoleConfig>, opts: RunOptions) -> Result<(), String>
         }
         failed.clear();
         let next = states.iter().map(|s| s.due).min().unwrap_or(now + Duration::from_secs(1));
+        let stop = opts.stop.clone();
+        let stopped = async move {
+            match stop {
+                Some(s) => s.cancelled().await,
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
-            _ = tokio::signal::ctrl_c() => {
+            _ = stopped => {
                 tracing::info!("stopping");
                 let _ = t.close().await;
                 return Ok(());

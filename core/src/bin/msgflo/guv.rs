@@ -89,7 +89,7 @@ fn read(path: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|e| Failure::input(format!("cannot read {}: {e}", path.display())))
 }
 
-fn load(path: &Path, allow: &[String]) -> Result<Vec<RoleConfig>, Failure> {
+pub fn load(path: &Path, allow: &[String]) -> Result<Vec<RoleConfig>, Failure> {
     let parsed = config::parse(&read(path)?, allow);
     for p in &parsed.problems {
         if p.severity == Severity::Warning {
@@ -118,7 +118,7 @@ pub async fn guv(args: GuvArgs) -> Result<(), Failure> {
                 .or_else(|| std::env::var("GUV_BROKER").ok().filter(|b| !b.trim().is_empty()))
                 .or_else(|| roles.iter().find_map(|r| r.broker.clone()))
                 .unwrap_or_else(|| msgflo::broker::resolve(None));
-            let opts = RunOptions { dry_run: args.dry_run, oneshot: args.oneshot, json: args.json, broker, metrics: args.metrics, decisions: args.decisions, keda: args.keda };
+            let opts = RunOptions { local: None, stop: None, dry_run: args.dry_run, oneshot: args.oneshot, json: args.json, broker, metrics: args.metrics, decisions: args.decisions, keda: args.keda };
             run::run(roles, opts).await.map_err(Failure::run)
         }
     }

@@ -104,6 +104,11 @@ enum Cmd {
         broker: BrokerArg,
         #[command(flatten)]
         runtime: RuntimeArgs,
+        /// Autoscale roles with guv: FILE is a guv config (`backend: local`
+        /// roles are run as N instances, N decided from their queues;
+        /// needs an AMQP broker).
+        #[arg(long, value_name = "FILE")]
+        scale: Option<PathBuf>,
         /// Do not start participants; only wire the ones that appear.
         #[arg(long)]
         no_start: bool,
@@ -254,8 +259,8 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Cmd::Run { graph, broker, runtime, no_start, expire } => {
-                let graph = run::RunGraph { graph: graph.graph, library: graph.library, ignore: graph.ignore };
+            Cmd::Run { graph, broker, runtime, scale, no_start, expire } => {
+                let graph = run::RunGraph { graph: graph.graph, library: graph.library, ignore: graph.ignore, scale };
                 run::run(graph, broker.broker, runtime, no_start, expire).await
             }
             Cmd::Setup { graph, broker, participants, only, forever, timeout } => {
