@@ -45,6 +45,8 @@ pub mod broker;
 pub mod coordinator;
 pub mod discovery;
 pub mod edge;
+#[cfg(feature = "coordinator")]
+pub mod fbp;
 pub mod error;
 pub mod graph;
 pub mod library;

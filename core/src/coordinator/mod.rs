@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::broker::{BrokerUrl, Scheme};
-use crate::graph::{Connection, Graph};
+use crate::graph::{Connection, Graph, PortRef};
 use crate::transport::{Target, Transport};
 use crate::{Delivery, Error, Payload, Result};
 
@@ -40,6 +40,7 @@ mod forward;
 pub mod launcher;
 pub mod registry;
 pub mod supervisor;
+mod tap;
 pub mod wiring;
 
 use registry::{Observed, Registry, RoleStatus};
@@ -128,7 +129,24 @@ pub struct Snapshot {
 enum Command {
     SetGraph(Box<Graph>),
     Send(Target, Payload, oneshot::Sender<Result<()>>),
+    Tap(BTreeSet<(String, String)>),
+    Deliver(PortRef, Payload),
 }
+
+/// What happened on the wire, for watchers (the FBP runtime's
+/// `network:data`). Lossy by design: a slow watcher misses events, the
+/// system never waits for it.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A message left the outport `role.port` (seen through a tap).
+    Data { role: String, port: String, payload: Payload },
+    /// The coordinator sent an IIP or a delivered value into `role.port`.
+    Sent { role: String, port: String, payload: Payload },
+}
+
+/// How long a value given with [`Coordinator::deliver`] waits for its
+/// target to appear before it is dropped (with a log line).
+pub const DELIVER_WAIT: Duration = Duration::from_secs(60);
 
 /// A running coordinator. Dropping it stops the loop (not the transport).
 pub struct Coordinator {
@@ -138,6 +156,7 @@ pub struct Coordinator {
     task: Option<tokio::task::JoinHandle<()>>,
     observed: Arc<std::sync::atomic::AtomicU64>,
     supervisor: Option<supervisor::Supervisor>,
+    events: tokio::sync::broadcast::Sender<Event>,
 }
 
 impl Coordinator {
@@ -159,7 +178,12 @@ impl Coordinator {
         let (ctx, crx) = mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let forwarder = mqtt.then(|| forward::Forwarder::new(transport.clone()));
+        let (events, _) = tokio::sync::broadcast::channel(4096);
+        let (tap_tx, tap_rx) = mpsc::channel(4096);
         let mut state = State {
+            events: events.clone(),
+            taps: tap::Taps::new(tap_tx),
+            held: Vec::new(),
             transport,
             registry: Registry::new(options.expiry),
             iips: options.graph.connections.iter().filter(|c| c.src.is_none() && options.send_iips).cloned().map(|c| (c, None)).collect(),
@@ -185,8 +209,8 @@ impl Coordinator {
         state.publish_snapshot();
         let observed = state.observed.clone();
         let supervisor = state.launcher.as_ref().map(|l| l.supervisor.clone());
-        let task = tokio::spawn(state.run(drx, crx, stop.clone()));
-        Ok(Coordinator { commands: ctx, snapshot: srx, stop, task: Some(task), observed, supervisor })
+        let task = tokio::spawn(state.run(drx, crx, tap_rx, stop.clone()));
+        Ok(Coordinator { commands: ctx, snapshot: srx, stop, task: Some(task), observed, supervisor, events })
     }
 
     /// The latest picture (updated after changes and every second).
@@ -216,6 +240,36 @@ impl Coordinator {
         let (tx, rx) = oneshot::channel();
         self.commands.send(Command::Send(target, payload, tx)).map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Watch the outports `(role, port)` (replacing the previous set):
+    /// their messages come out of [`Coordinator::events`]. A private,
+    /// auto-deleted copy queue per outport (AMQP) or a second subscription
+    /// (MQTT); the participants' own queues are not touched.
+    pub fn tap(&self, outports: BTreeSet<(String, String)>) -> Result<()> {
+        self.commands.send(Command::Tap(outports)).map_err(|_| Error::Closed)
+    }
+
+    /// Send `payload` into `role.port` as soon as the role is known and the
+    /// edges downstream of it exist (like an IIP, but once and not kept in
+    /// the graph); dropped with a log line after [`DELIVER_WAIT`].
+    pub fn deliver(&self, tgt: PortRef, payload: Payload) -> Result<()> {
+        self.commands.send(Command::Deliver(tgt, payload)).map_err(|_| Error::Closed)
+    }
+
+    /// Data seen on tapped outports and values sent by this coordinator.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Messages waiting in the queues of these inports (AMQP); `None` where
+    /// the broker cannot say (MQTT) or the role is unknown.
+    pub async fn depths(&self, transport: &dyn Transport, queues: &[String]) -> Vec<Option<u64>> {
+        let mut out = Vec::with_capacity(queues.len());
+        for q in queues {
+            out.push(transport.queue_depth(q).await.ok().flatten());
+        }
+        out
     }
 
     /// Stop the loop and the participants it started, and wait for them.
@@ -270,10 +324,20 @@ struct State {
     snapshot_due: bool,
     launcher: Option<launcher::Launcher>,
     not_started: BTreeMap<String, String>,
+    events: tokio::sync::broadcast::Sender<Event>,
+    taps: tap::Taps,
+    /// Values to deliver once their target is ready, and since when.
+    held: Vec<(PortRef, Payload, Instant)>,
 }
 
 impl State {
-    async fn run(mut self, mut discovery: mpsc::Receiver<Delivery>, mut commands: mpsc::UnboundedReceiver<Command>, stop: CancellationToken) {
+    async fn run(
+        mut self,
+        mut discovery: mpsc::Receiver<Delivery>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut tapped: mpsc::Receiver<Delivery>,
+        stop: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut snap_tick = tokio::time::interval(Duration::from_millis(50));
@@ -281,7 +345,10 @@ impl State {
         loop {
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    self.taps.close(self.transport.as_ref()).await;
+                    return;
+                }
                 // Before discovery, so a flood of it cannot starve expiry.
                 _ = tick.tick() => {
                     for (role, id) in self.registry.expire(Instant::now()) {
@@ -306,8 +373,25 @@ impl State {
                     Some(Command::Send(target, payload, reply)) => {
                         let _ = reply.send(self.transport.publish(target, payload, true).await);
                     }
-                    None => return,
+                    Some(Command::Tap(wanted)) => {
+                        self.taps.want(wanted);
+                        self.reconcile().await;
+                    }
+                    Some(Command::Deliver(tgt, payload)) => {
+                        self.held.push((tgt, payload, Instant::now()));
+                        self.reconcile().await;
+                    }
+                    None => {
+                        self.taps.close(self.transport.as_ref()).await;
+                        return;
+                    }
                 },
+                Some(d) = tapped.recv() => {
+                    if let Some((role, port)) = self.taps.source(d.inport()) {
+                        let _ = self.events.send(Event::Data { role, port, payload: d.payload().clone() });
+                    }
+                    let _ = d.ack();
+                }
                 d = discovery.recv() => {
                     let Some(d) = d else {
                         warn!("discovery subscription ended");
@@ -512,8 +596,40 @@ impl State {
                 }
             }
         }
+        if self.wire {
+            self.taps.reconcile(self.transport.as_ref(), &self.registry).await;
+        }
         self.send_iips().await;
+        self.send_held().await;
         self.snapshot_due = true;
+    }
+
+    /// Deliver held values whose target is ready; drop the ones that
+    /// waited too long.
+    async fn send_held(&mut self) {
+        if !self.wire || self.held.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut keep = Vec::new();
+        for (tgt, payload, since) in std::mem::take(&mut self.held) {
+            let role = &tgt.process;
+            let ready = wiring::iip_ready(&self.graph, &self.resolution, &self.registry, role, |w| self.applied.contains(w)).is_ok();
+            let queue = self.registry.role(role).and_then(|r| r.queue(&tgt.port, true).ok().flatten()).map(str::to_owned);
+            match (ready, queue) {
+                (true, Some(q)) => match self.transport.publish(Target::Queue(q), payload.clone(), true).await {
+                    Ok(()) => {
+                        let _ = self.events.send(Event::Sent { role: role.clone(), port: tgt.port.clone(), payload });
+                    }
+                    Err(e) => warn!("cannot send a value to {role}.{}: {e}", tgt.port),
+                },
+                _ if now.duration_since(since) > DELIVER_WAIT => {
+                    warn!("dropped a value for {role}.{}: the participant did not appear within {} s", tgt.port, DELIVER_WAIT.as_secs());
+                }
+                _ => keep.push((tgt, payload, since)),
+            }
+        }
+        self.held = keep;
     }
 
     /// Start the graph's participants that are not running, stop the ones
@@ -585,9 +701,10 @@ impl State {
                 continue;
             };
             let Some(payload) = c.iip_payload() else { continue };
-            match self.transport.publish(Target::Queue(queue.to_owned()), payload, true).await {
+            match self.transport.publish(Target::Queue(queue.to_owned()), payload.clone(), true).await {
                 Ok(()) => {
                     info!("sent IIP to {role}.{}", c.tgt.port);
+                    let _ = self.events.send(Event::Sent { role: role.clone(), port: c.tgt.port.clone(), payload });
                     sent_now.push(i);
                 }
                 Err(e) => warn!("cannot send IIP to {role}.{}: {e}", c.tgt.port),

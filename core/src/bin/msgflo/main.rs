@@ -49,15 +49,60 @@ struct GraphArgs {
     ignore: Vec<String>,
 }
 
+/// The graph of `msgflo run`: optional (edits then arrive over the FBP
+/// runtime protocol).
+#[derive(Args, Clone)]
+struct RunGraphArgs {
+    /// Graph file: .fbp, or .json (none: an empty graph named after the
+    /// current folder).
+    graph: Option<PathBuf>,
+    /// Component library (JSON, or package.json with a `msgflo` key).
+    /// Default: msgflo.json or package.json in the current directory.
+    #[arg(long)]
+    library: Option<PathBuf>,
+    /// Roles not to start (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    ignore: Vec<String>,
+}
+
+/// The FBP runtime protocol server of `msgflo run` (and the live view).
+#[derive(Args, Clone)]
+pub struct RuntimeArgs {
+    /// Address to serve the FBP runtime protocol and the live view on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: a free one chosen by the system).
+    #[arg(long, default_value_t = 3569)]
+    pub port: u16,
+    /// Secret every protocol client must give.
+    #[arg(long, env = "MSGFLO_RUNTIME_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Do not serve the protocol.
+    #[arg(long)]
+    pub no_runtime: bool,
+    /// The IDE the printed live URL opens.
+    #[arg(long, default_value = "https://app.flowhub.io")]
+    pub ide: String,
+    /// Write live edits back to the graph file (atomically).
+    #[arg(long)]
+    pub auto_save: bool,
+    /// Web origins allowed to connect besides the live view and the IDE
+    /// (repeatable; `*` allows any).
+    #[arg(long)]
+    pub allow_origin: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a graph: start its participants, keep them running, wire the
     /// edges, send IIPs; show what happens. Ctrl-C stops everything.
     Run {
         #[command(flatten)]
-        graph: GraphArgs,
+        graph: RunGraphArgs,
         #[command(flatten)]
         broker: BrokerArg,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
         /// Do not start participants; only wire the ones that appear.
         #[arg(long)]
         no_start: bool,
@@ -199,7 +244,10 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Cmd::Run { graph, broker, no_start, expire } => run::run(graph, broker.broker, no_start, expire).await,
+            Cmd::Run { graph, broker, runtime, no_start, expire } => {
+                let graph = run::RunGraph { graph: graph.graph, library: graph.library, ignore: graph.ignore };
+                run::run(graph, broker.broker, runtime, no_start, expire).await
+            }
             Cmd::Setup { graph, broker, participants, only, forever, timeout } => {
                 run::setup(graph, broker.broker, participants, only, forever, timeout).await
             }

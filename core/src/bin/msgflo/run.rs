@@ -10,7 +10,14 @@ use msgflo::coordinator::{Coordinator, Options, Snapshot};
 use msgflo::graph::Graph;
 use msgflo::library::Library;
 
-use crate::{Failure, GraphArgs};
+use crate::{Failure, GraphArgs, RuntimeArgs};
+
+/// What `msgflo run` runs: a graph file (optional) and its library.
+pub struct RunGraph {
+    pub graph: Option<PathBuf>,
+    pub library: Option<PathBuf>,
+    pub ignore: Vec<String>,
+}
 
 /// The graph and the library it is run with.
 pub struct Loaded {
@@ -23,9 +30,19 @@ pub struct Loaded {
 /// Read the graph and the library; every problem is an input error that
 /// names the file (and line:column for graphs).
 pub fn load(args: &GraphArgs) -> Result<Loaded, Failure> {
-    let graph = Graph::from_file(&args.graph).map_err(|e| Failure::input(e.to_string()))?;
-    graph.validate().map_err(|e| Failure::input(format!("{}: {e}", args.graph.display())))?;
-    let found = args.library.clone().or_else(|| {
+    load_from(Some(&args.graph), args.library.as_ref())
+}
+
+fn load_from(graph: Option<&PathBuf>, library: Option<&PathBuf>) -> Result<Loaded, Failure> {
+    let graph = match graph {
+        Some(path) => {
+            let g = Graph::from_file(path).map_err(|e| Failure::input(e.to_string()))?;
+            g.validate().map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
+            g
+        }
+        None => Graph::default(),
+    };
+    let found = library.cloned().or_else(|| {
         ["msgflo.json", "package.json"].iter().map(PathBuf::from).find(|p| p.exists())
     });
     let (library, dir) = match found {
@@ -72,8 +89,50 @@ fn summary(s: &Snapshot) -> String {
     )
 }
 
-pub async fn run(args: GraphArgs, broker: Option<String>, no_start: bool, expire: Option<f64>) -> Result<(), Failure> {
-    let loaded = load(&args)?;
+/// The runtime's id: the same for the same graph file (or folder) across
+/// restarts, so an IDE recognises the runtime; shaped as a UUID v4.
+fn runtime_id(anchor: &Path) -> String {
+    let key = anchor.canonicalize().unwrap_or_else(|_| anchor.to_path_buf());
+    let h = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, key.display().to_string().as_bytes());
+    uuid::Builder::from_random_bytes(*h.as_bytes()).into_uuid().to_string()
+}
+
+/// `<ide>#runtime/endpoint?` + the percent-encoded connection parameters.
+pub fn live_url(ide: &str, address: &str, id: &str, secret: Option<&str>) -> String {
+    let mut q = format!("protocol=websocket&address={address}&id={id}");
+    if let Some(s) = secret {
+        q.push_str(&format!("&secret={s}"));
+    }
+    let enc: String = url::form_urlencoded::byte_serialize(q.as_bytes()).collect();
+    format!("{}#runtime/endpoint?{}", ide.trim_end_matches('/'), enc.replace('+', "%20"))
+}
+
+pub async fn run(args: RunGraph, broker: Option<String>, rt_args: RuntimeArgs, no_start: bool, expire: Option<f64>) -> Result<(), Failure> {
+    let loaded = load_from(args.graph.as_ref(), args.library.as_ref())?;
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let (main_id, anchor) = match &args.graph {
+        Some(p) => (p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "main".into()), p.clone()),
+        None => (cwd.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "main".into()), cwd.clone()),
+    };
+    if rt_args.auto_save && args.graph.is_none() {
+        return Err(Failure::input("--auto-save needs a graph file to write to"));
+    }
+    // Listen first, and say so on stdout before anything else: tools that
+    // start runtimes take the first line as "up".
+    let listener = if rt_args.no_runtime {
+        None
+    } else {
+        let l = msgflo::fbp::server::bind(&rt_args.host, rt_args.port).await.map_err(Failure::run)?;
+        let addr = l.local_addr().map_err(|e| Failure::run(e.to_string()))?;
+        Some((l, addr))
+    };
+    let id = runtime_id(&anchor);
+    if let Some((_, addr)) = &listener {
+        let address = format!("ws://{addr}");
+        println!("runtime: {address}");
+        println!("live view: http://{addr}/");
+        println!("flowhub: {}", live_url(&rt_args.ide, &address, &id, rt_args.secret.as_deref()));
+    }
     let (url, embedded) = match broker.or_else(msgflo::broker::configured) {
         Some(u) => (u, false),
         None => {
@@ -93,13 +152,42 @@ pub async fn run(args: GraphArgs, broker: Option<String>, no_start: bool, expire
     if !no_start {
         options.launcher = Some(l);
     }
+    let shown = msgflo::broker::BrokerUrl::parse(&url).map(|u| u.redacted()).unwrap_or(url.clone());
     println!(
-        "msgflo: running {} on {}{} with {roles} participant(s); Ctrl-C stops",
-        args.graph.display(),
-        msgflo::broker::BrokerUrl::parse(&url).map(|u| u.redacted()).unwrap_or(url.clone()),
+        "msgflo: running {} on {shown}{} with {roles} participant(s); Ctrl-C stops",
+        args.graph.as_ref().map(|g| g.display().to_string()).unwrap_or_else(|| format!("an empty graph {main_id:?}")),
         if embedded { " (embedded broker)" } else { "" },
     );
-    let coordinator = Coordinator::start(transport.clone(), &url, options).await?;
+    let coordinator = std::sync::Arc::new(Coordinator::start(transport.clone(), &url, options).await?);
+    let server = match listener {
+        None => None,
+        Some((l, _)) => {
+            let depths = std::sync::Arc::new(std::sync::Mutex::new(Default::default()));
+            let host = msgflo::fbp::host::CoordinatorHost { coordinator: coordinator.clone(), library: loaded.library.clone(), depths: depths.clone() };
+            let settings = msgflo::fbp::Settings {
+                id: id.clone(),
+                label: format!("msgflo {main_id}"),
+                secret: rt_args.secret.clone(),
+                main_graph: main_id.clone(),
+                ide: rt_args.ide.clone(),
+                broker: shown.clone(),
+            };
+            let mut graph = loaded.graph.clone();
+            graph.properties.entry("name".into()).or_insert_with(|| main_id.clone().into());
+            let runtime = msgflo::fbp::Runtime::new(settings, graph, Box::new(host));
+            let amqp = url.starts_with("amqp");
+            let config = msgflo::fbp::server::Config {
+                allow_origins: rt_args.allow_origin.clone(),
+                ide: rt_args.ide.clone(),
+                auto_save: rt_args.auto_save.then(|| args.graph.clone()).flatten(),
+            };
+            let events = coordinator.events();
+            Some(
+                msgflo::fbp::server::Server::start(l, runtime, events, amqp.then(|| transport.clone()), depths, config)
+                    .map_err(|e| Failure::run(e.to_string()))?,
+            )
+        }
+    };
     let mut last = String::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let stop = shutdown_signal();
@@ -118,7 +206,13 @@ pub async fn run(args: GraphArgs, broker: Option<String>, no_start: bool, expire
         }
     }
     tracing::info!("stopping participants");
-    coordinator.stop().await;
+    if let Some(s) = server {
+        s.stop().await;
+    }
+    match std::sync::Arc::try_unwrap(coordinator) {
+        Ok(c) => c.stop().await,
+        Err(_) => tracing::warn!("the coordinator is still shared; stopping it by drop"),
+    }
     let _ = transport.close().await;
     Ok(())
 }
