@@ -458,7 +458,7 @@ function draw() {
     ids.map((id) => ({ id, ...boxSize(id, ports.get(id)) })),
     edges.map(([, e]) => ({ source: e.src.node, target: e.tgt.node })),
   );
-  state.layoutMs = performance.now() - t0;
+  if (!state.firstRender) performance.measure('msgflo:layout', { start: t0, end: performance.now() });
   const root = $('#graph');
   root.replaceChildren();
   root.setAttribute('width', g.width + IIP_SPACE);
@@ -626,7 +626,7 @@ function patch() {
     e.node.setAttribute('data-status', status);
     e.count.textContent = r ? `${r.alive}/${r.expected}` : '?';
     const comp = componentOf(id);
-    const icon = state.components.get(comp)?.icon;
+    const icon = state.components.get(comp)?.icon ?? r?.icon;
     e.icon.textContent = icon ? ICONS[icon] ?? icon.slice(0, 1).toUpperCase() : '◇';
     const label = state.components.get(comp)?.description;
     e.title.textContent = `${id} (${comp || 'unknown component'})${label ? `: ${label}` : ''}\n${roleInfo(id)}`;
@@ -640,6 +640,7 @@ function patch() {
   for (const [key, p] of els.ports) {
     const q = queues.get(key) ?? '';
     p.queue.textContent = fit(q, Math.floor(p.half * 1.25));
+    if (q) p.pg.setAttribute('data-queue', q);
     const sel = state.selected && (state.selected.type === 'outport' || state.selected.type === 'inport') && state.selected.key === key;
     p.pg.setAttribute('class', `port port-${p.dir}${sel ? ' selected' : ''}`);
     const what = p.dir === 'in' ? 'inport' : 'outport';
