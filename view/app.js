@@ -24,7 +24,7 @@ const ROW = 30;
 const MAX_MESSAGES = 500;
 
 const ICONS = {
-  thermometer: '🌡', television: '▭', tv: '▭', desktop: '▭', font: 'A', cog: '⚙', gear: '⚙', cogs: '⚙',
+  thermometer: '°', television: '▭', tv: '▭', desktop: '▭', font: 'A', cog: '⚙', gear: '⚙', cogs: '⚙',
   envelope: '✉', 'envelope-o': '✉', cloud: '☁', bolt: '⚡', flash: '⚡', 'sun-o': '☀', sun: '☀', star: '★',
   heart: '♥', music: '♪', filter: '⧩', random: '⤨', exchange: '⇄', refresh: '↻', repeat: '↻', play: '▶',
   stop: '■', clock: '◷', 'clock-o': '◷', database: '⛁', file: '▤', 'file-o': '▤', code: '⌥', terminal: '›_',
@@ -192,6 +192,9 @@ async function start() {
   refreshComponents();
   update();
   await request('msgflo', 'subscribe', { graph: state.graphId });
+  // Without a selection the runtime sends every edge's data; ask for none
+  // until the user watches one.
+  sendWatched();
   request('network', 'getstatus', { graph: state.graphId }).catch(() => {});
 }
 
@@ -384,21 +387,19 @@ function portsOf(id) {
 function boxSize(id, ports) {
   const comp = componentOf(id);
   const rows = Math.max(1, ports.ins.length, ports.outs.length);
-  let width = Math.max(160, id.length * 8 + 70, comp.length * 6.4 + 24);
-  for (let r = 0; r < rows; r++) {
-    const a = ports.ins[r];
-    const b = ports.outs[r];
-    const len = (p) => (p ? Math.max(p.id.length * 7, (p.queue ?? '').length * 5.6) : 0);
-    width = Math.max(width, len(a) + len(b) + 44);
-  }
-  return { width: Math.min(340, Math.ceil(width)), height: HEADER + rows * ROW + 6 };
+  // Each half holds the longest port name or queue name of either side.
+  const len = (p) => Math.max(p.id.length * 7.5, (p.queue ?? '').length * 6.2);
+  const half = Math.max(0, ...ports.ins.map(len), ...ports.outs.map(len)) + 22;
+  const width = Math.max(160, id.length * 8.5 + 80, comp.length * 6.8 + 24, 2 * half);
+  return { width: Math.min(420, Math.ceil(width)), height: HEADER + rows * ROW + 6 };
 }
 
 function structureSignature() {
   const parts = [];
   for (const id of nodeIds()) {
     const p = portsOf(id);
-    parts.push(`${id}(${componentOf(id)}):${p.ins.map((x) => x.id).join(',')}/${p.outs.map((x) => x.id).join(',')}`);
+    const names = (list) => list.map((x) => `${x.id}=${x.queue ?? ''}`).join(',');
+    parts.push(`${id}(${componentOf(id)}):${names(p.ins)}/${names(p.outs)}`);
   }
   parts.push('|', ...allEdges().keys(), '|', ...allIips().keys());
   return parts.join('\n');
@@ -457,13 +458,18 @@ function draw() {
   const g = layout(
     ids.map((id) => ({ id, ...boxSize(id, ports.get(id)) })),
     edges.map(([, e]) => ({ source: e.src.node, target: e.tgt.node })),
+    { layerGap: 130 },
   );
   if (!state.firstRender) performance.measure('msgflo:layout', { start: t0, end: performance.now() });
   const root = $('#graph');
   root.replaceChildren();
-  root.setAttribute('width', g.width + IIP_SPACE);
-  root.setAttribute('height', g.height);
-  root.setAttribute('viewBox', `0 0 ${g.width + IIP_SPACE} ${g.height}`);
+  const natural = g.width + IIP_SPACE;
+  root.setAttribute('viewBox', `0 0 ${natural} ${g.height}`);
+  // Shrink to the canvas when that keeps it readable; else scroll.
+  const room = $('#canvas').clientWidth - 8;
+  const scale = room > 0 && natural > room && room / natural >= 0.6 ? room / natural : 1;
+  root.setAttribute('width', Math.round(natural * scale));
+  root.setAttribute('height', Math.round(g.height * scale));
   root.append(
     svg(
       'defs',
@@ -471,7 +477,7 @@ function draw() {
       ...['pubsub', 'roundrobin', 'deadletter', 'unknown'].map((kind) =>
         svg(
           'marker',
-          { id: `arrow-${kind}`, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse', class: `arrow kind-${kind}` },
+          { id: `arrow-${kind}`, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 10, markerHeight: 10, markerUnits: 'userSpaceOnUse', orient: 'auto-start-reverse', class: `arrow kind-${kind}` },
           svg('path', { d: 'M0,0 L10,5 L0,10 z' }),
         ),
       ),
@@ -512,7 +518,7 @@ function draw() {
         const key = `${dir}port:${id}.${port.id}`;
         const anchor = dir === 'in' ? 'start' : 'end';
         const tx = dir === 'in' ? at.x + 10 : at.x - 10;
-        const half = Math.floor((box.width / 2 - 14) / 7);
+        const half = Math.floor((box.width / 2 - 14) / 7.5);
         const pg = svg('g', {
           class: `port port-${dir}`,
           'data-node': id,
@@ -639,7 +645,7 @@ function patch() {
   }
   for (const [key, p] of els.ports) {
     const q = queues.get(key) ?? '';
-    p.queue.textContent = fit(q, Math.floor(p.half * 1.25));
+    p.queue.textContent = fit(q, Math.floor(p.half * 1.2));
     if (q) p.pg.setAttribute('data-queue', q);
     const sel = state.selected && (state.selected.type === 'outport' || state.selected.type === 'inport') && state.selected.key === key;
     p.pg.setAttribute('class', `port port-${p.dir}${sel ? ' selected' : ''}`);
@@ -915,6 +921,9 @@ function timestamp(d) {
 }
 
 function onData(p) {
+  // Data of unwatched edges (sent before our first network:edges) is not shown;
+  // data of initial values (no src) is.
+  if (p.src && p.tgt && !state.watched.has(edgeKey(p.src, p.tgt))) return;
   const label = p.src ? edgeKey(p.src, p.tgt).replace('>', ' → ') : `IIP → ${p.tgt ? portKey(p.tgt) : '?'}`;
   const now = new Date();
   const item = el(
@@ -1001,6 +1010,10 @@ function init() {
   $('#role-name').addEventListener('focus', () => {
     const i = $('#role-name');
     if (!i.value && i.placeholder) i.value = i.placeholder;
+  });
+  window.addEventListener('resize', () => {
+    state.signature = null; // draw again, to the new width
+    scheduleUpdate();
   });
   renderWatched();
   start().catch((e) => toast(describeError(e)));

@@ -187,6 +187,7 @@ before(async () => {
 });
 
 after(async () => {
+  if (session) await session.context.close().catch(() => {});
   if (browser) await browser.close().catch(() => {});
   browser = null;
   await stopExample();
@@ -255,107 +256,137 @@ async function mqttWatch(url, topics) {
   };
 }
 
-test('the example graph, live: roles, watch, send, restart, rewire', { timeout: 10 * 60 * 1000 }, async () => {
-  const { page, errors, bytes, context } = await openPage(urls.live);
-  try {
-    const rendered = await firstRenderMs(page);
-    await page.waitForFunction(() => document.querySelectorAll('g.node').length === 3 && document.querySelectorAll('g.edge').length === 2, null, { timeout: 30000 });
-    const roles = await page.$$eval('g.node', (ns) => ns.map((n) => n.dataset.role).sort());
-    assert.deepEqual(roles, ['display', 'formatter', 'sensor']);
-    const edges = await page.$$eval('g.edge', (es) => es.map((e) => e.dataset.key).sort());
-    assert.deepEqual(edges, ['formatter.out>display.in', 'sensor.temperature>formatter.in']);
-    console.log(`first render of the example graph: ${rendered.toFixed(0)} ms after navigation`);
-    // Live: every participant up and both edges wired.
-    await page.waitForFunction(
-      () =>
-        [...document.querySelectorAll('g.node')].every((n) => n.dataset.status === 'alive') &&
-        [...document.querySelectorAll('g.edge')].every((e) => e.dataset.state === 'wired'),
-      null,
-      { timeout: 90000 },
-    );
-    // The text alternative lists the same.
-    const text = await page.textContent('#text-alt');
-    for (const s of ['sensor: examples/Sensor', 'formatter: examples/Formatter', 'display: examples/Display', 'formatter.out → display.in', "sensor.temperature → formatter.in"]) {
-      assert.ok(text.includes(s), `text view lacks ${s}: ${text}`);
-    }
-    const flowhub = await page.getAttribute('#flowhub', 'href');
-    assert.match(flowhub, /#runtime\/endpoint\?protocol%3Dwebsocket%26address%3Dws%3A%2F%2F127\.0\.0\.1%3A\d+%26id%3D[0-9a-f-]+$/);
-    await shot(page, '01-graph.png');
-    const sizes = Object.entries(bytes.files).map(([f, n]) => `${f} ${n}`).join(', ');
-    console.log(`page over the wire: ${bytes.total} bytes (${sizes})`);
+// The steps below share one page on the example graph, in this order; each
+// is its own test so that one failing step does not hide the others.
+let session = null;
+const target = 'formatter.out>display.in';
 
-    // Watch formatter -> display, by keyboard: Tab to the edge, Enter.
-    const target = 'formatter.out>display.in';
-    let found = false;
-    for (let i = 0; i < 80 && !found; i++) {
-      await page.keyboard.press('Tab');
-      found = await page.evaluate((k) => document.activeElement?.dataset?.key === k, target);
-    }
-    assert.ok(found, 'the formatter -> display edge is reachable with Tab');
-    await page.keyboard.press('Enter');
-    await page.waitForSelector(`g.edge.watched[data-key="${target}"]`, { timeout: 10000 });
-    await page.waitForSelector('#messages li.message:has-text("Temperature:")', { timeout: 30000 });
-    await shot(page, '02-watch.png');
-
-    // Send a reading into the formatter's inport: it shows on the watched edge.
-    await page.click('g.port[data-node="formatter"][data-port="in"][data-dir="in"]');
-    await page.waitForSelector('#send-form:not([hidden])');
-    await page.fill('#send-value', '{"celsius": 99.5}');
-    await page.click('#send');
-    await page.waitForSelector('#messages li.message:has-text("Temperature: 99.5 C")', { timeout: 30000 });
-    await page.waitForSelector('g.iip[data-port="formatter.in"]', { timeout: 10000 });
-    await shot(page, '03-send.png');
-    await page.keyboard.press('Escape');
-    await page.screenshot({ path: path.join(outDir, 'readme.png'), clip: { x: 0, y: 0, width: 1280, height: 560 } });
-
-    // Kill the display participant: gone, then alive again after the restart.
-    const coordinator = example.child.pid;
-    const display = descendants(coordinator).filter((pid) => cmdline(pid).includes('display.js'));
-    assert.ok(display.length > 0, 'found the display participant among the coordinator descendants');
-    for (const pid of display) process.kill(pid, 'SIGKILL');
-    await page.waitForSelector('g.node[data-role="display"][data-status="gone"]', { timeout: 20000 });
-    await shot(page, '04-gone.png');
-    await page.waitForSelector('g.node[data-role="display"][data-status="alive"]', { timeout: 60000 });
-    await shot(page, '05-back.png');
-
-    // Rewire from the page, checked from outside on the broker.
-    const outTopic = await page.getAttribute('g.port[data-node="formatter"][data-port="out"]', 'data-queue');
-    const inTopic = await page.getAttribute('g.port[data-node="display"][data-port="in"]', 'data-queue');
-    assert.ok(outTopic && inTopic, `queues of formatter.out (${outTopic}) and display.in (${inTopic})`);
-    const mq = await mqttWatch(urls.broker, [outTopic, inTopic]);
-    try {
-      await mq.until((t) => t === inTopic, 30000, `a message on ${inTopic} while wired`);
-      await page.click(`g.edge[data-key="${target}"]`);
-      await page.click('#remove-edge');
-      await page.waitForSelector(`g.edge[data-key="${target}"]`, { state: 'detached', timeout: 10000 });
-      // Unwired: the formatter goes on publishing (3 in a row) while nothing reaches the display.
-      let streak = 0;
-      let seen = mq.counts[inTopic];
-      await mq.until(
-        (t) => {
-          if (t !== outTopic) return false;
-          streak = mq.counts[inTopic] === seen ? streak + 1 : 0;
-          seen = mq.counts[inTopic];
-          return streak >= 3;
-        },
-        30000,
-        `three messages on ${outTopic} with none on ${inTopic}`,
-      );
-      await shot(page, '06-removed.png');
-      // Re-add it: outport, then inport.
-      await page.click('g.port[data-node="formatter"][data-port="out"][data-dir="out"]');
-      await page.click('g.port[data-node="display"][data-port="in"][data-dir="in"]');
-      await page.waitForSelector(`g.edge[data-key="${target}"][data-state="wired"]`, { timeout: 20000 });
-      const before = mq.counts[inTopic];
-      await mq.until(() => mq.counts[inTopic] > before, 30000, `a message on ${inTopic} after re-adding the edge`);
-      await shot(page, '07-readded.png');
-    } finally {
-      await mq.end();
-    }
-    assert.deepEqual(errors, [], 'no console errors');
-  } finally {
-    await context.close();
+test('the example graph: three roles, two edges, live state, text view, Flowhub link', { timeout: START_LIMIT }, async () => {
+  session = await openPage(urls.live);
+  const { page, bytes } = session;
+  const rendered = await firstRenderMs(page);
+  await page.waitForFunction(() => document.querySelectorAll('g.node').length === 3 && document.querySelectorAll('g.edge').length === 2, null, { timeout: 30000 });
+  const roles = await page.$$eval('g.node', (ns) => ns.map((n) => n.dataset.role).sort());
+  assert.deepEqual(roles, ['display', 'formatter', 'sensor']);
+  const edges = await page.$$eval('g.edge', (es) => es.map((e) => e.dataset.key).sort());
+  assert.deepEqual(edges, [target, 'sensor.temperature>formatter.in']);
+  console.log(`first render of the example graph: ${rendered.toFixed(0)} ms after navigation`);
+  // Live: every participant up and both edges wired.
+  await page.waitForFunction(
+    () =>
+      [...document.querySelectorAll('g.node')].every((n) => n.dataset.status === 'alive') &&
+      [...document.querySelectorAll('g.edge')].every((e) => e.dataset.state === 'wired'),
+    null,
+    { timeout: 90000 },
+  );
+  // Ports with their queues, and the IIPs of the graph file.
+  assert.ok(await page.getAttribute('g.port[data-node="display"][data-port="in"]', 'data-queue'));
+  await page.waitForSelector('g.iip[data-port="sensor.interval"]');
+  await page.waitForSelector('g.iip[data-port="formatter.unit"]');
+  // The text alternative lists the same.
+  const text = await page.textContent('#text-alt');
+  for (const s of ['sensor: examples/Sensor', 'formatter: examples/Formatter', 'display: examples/Display', 'formatter.out → display.in', 'sensor.temperature → formatter.in']) {
+    assert.ok(text.includes(s), `text view lacks ${s}: ${text}`);
   }
+  const label = await page.getAttribute(`g.edge[data-key="${target}"]`, 'aria-label');
+  assert.match(label, /^edge formatter out to display in, pubsub, wired/);
+  const flowhub = await page.getAttribute('#flowhub', 'href');
+  assert.match(flowhub, /#runtime\/endpoint\?protocol%3Dwebsocket%26address%3Dws%3A%2F%2F127\.0\.0\.1%3A\d+%26id%3D[0-9a-f-]+$/);
+  await shot(page, '01-graph.png');
+  const sizes = Object.entries(bytes.files).map(([f, n]) => `${f} ${n}`).join(', ');
+  console.log(`page over the wire: ${bytes.total} bytes (${sizes})`);
+});
+
+test('watch formatter -> display by keyboard: Temperature messages scroll in', { timeout: 120000 }, async () => {
+  assert.ok(session, 'the page is open');
+  const { page } = session;
+  let found = false;
+  for (let i = 0; i < 80 && !found; i++) {
+    await page.keyboard.press('Tab');
+    found = await page.evaluate((k) => document.activeElement?.dataset?.key === k, target);
+  }
+  assert.ok(found, 'the formatter -> display edge is reachable with Tab');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector(`g.edge.watched[data-key="${target}"]`, { timeout: 10000 });
+  await page.waitForSelector('#messages li.message:has-text("Temperature:")', { timeout: 30000 });
+  // Only the watched edge's messages are listed.
+  const others = await page.$$eval('#messages li.message', (ls, k) => ls.filter((l) => l.dataset.edge && l.dataset.edge !== k).length, target);
+  assert.equal(others, 0);
+  await shot(page, '02-watch.png');
+});
+
+test('send a reading into the formatter inport: it shows on the watched edge', { timeout: 120000 }, async () => {
+  assert.ok(session, 'the page is open');
+  const { page } = session;
+  await page.click('g.port[data-node="formatter"][data-port="in"][data-dir="in"]');
+  await page.waitForSelector('#send-form:not([hidden])');
+  await page.fill('#send-value', '{"celsius": 99.5}');
+  await page.click('#send');
+  await page.waitForSelector('#messages li.message:has-text("Temperature: 99.5 C")', { timeout: 30000 });
+  await page.waitForSelector('g.iip[data-port="formatter.in"]', { timeout: 10000 });
+  await shot(page, '03-send.png');
+  await page.keyboard.press('Escape');
+  await page.screenshot({ path: path.join(outDir, 'readme.png'), clip: { x: 0, y: 0, width: 1280, height: 520 } });
+});
+
+test('kill the display participant: its box turns gone, then alive after the restart', { timeout: 180000 }, async () => {
+  assert.ok(session, 'the page is open');
+  const { page } = session;
+  await page.waitForSelector('g.node[data-role="display"][data-status="alive"]', { timeout: 60000 });
+  const display = descendants(example.child.pid).filter((pid) => cmdline(pid).includes('display.js'));
+  assert.ok(display.length > 0, 'found the display participant among the coordinator descendants');
+  for (const pid of display) process.kill(pid, 'SIGKILL');
+  await page.waitForSelector('g.node[data-role="display"][data-status="gone"]', { timeout: 20000 });
+  await shot(page, '04-gone.png');
+  await page.waitForSelector('g.node[data-role="display"][data-status="alive"]', { timeout: 60000 });
+  await shot(page, '05-back.png');
+});
+
+test('remove and re-add formatter -> display from the page: the broker wiring follows', { timeout: 240000 }, async () => {
+  assert.ok(session, 'the page is open');
+  const { page } = session;
+  await page.waitForSelector('g.node[data-role="display"][data-status="alive"]', { timeout: 90000 });
+  await page.waitForSelector(`g.edge[data-key="${target}"][data-state="wired"]`, { timeout: 60000 });
+  const outTopic = await page.getAttribute('g.port[data-node="formatter"][data-port="out"]', 'data-queue');
+  const inTopic = await page.getAttribute('g.port[data-node="display"][data-port="in"]', 'data-queue');
+  assert.ok(outTopic && inTopic, `queues of formatter.out (${outTopic}) and display.in (${inTopic})`);
+  const mq = await mqttWatch(urls.broker, [outTopic, inTopic]);
+  try {
+    await mq.until((t) => t === inTopic, 30000, `a message on ${inTopic} while wired`);
+    await page.click(`g.edge[data-key="${target}"]`);
+    await page.click('#remove-edge');
+    await page.waitForSelector(`g.edge[data-key="${target}"]`, { state: 'detached', timeout: 10000 });
+    // Unwired: the formatter goes on publishing (3 in a row) while nothing reaches the display.
+    let streak = 0;
+    let seen = mq.counts[inTopic];
+    await mq.until(
+      (t) => {
+        if (t !== outTopic) return false;
+        streak = mq.counts[inTopic] === seen ? streak + 1 : 0;
+        seen = mq.counts[inTopic];
+        return streak >= 3;
+      },
+      30000,
+      `three messages on ${outTopic} with none on ${inTopic}`,
+    );
+    await shot(page, '06-removed.png');
+    // Re-add it: outport, then inport.
+    await page.click('g.port[data-node="formatter"][data-port="out"][data-dir="out"]');
+    await page.click('g.port[data-node="display"][data-port="in"][data-dir="in"]');
+    await page.waitForSelector(`g.edge[data-key="${target}"][data-state="wired"]`, { timeout: 20000 });
+    const before = mq.counts[inTopic];
+    await mq.until(() => mq.counts[inTopic] > before, 30000, `a message on ${inTopic} after re-adding the edge`);
+    await shot(page, '07-readded.png');
+  } finally {
+    await mq.end();
+  }
+});
+
+test('no console errors on the example graph page', async () => {
+  assert.ok(session, 'the page is open');
+  assert.deepEqual(session.errors, []);
+  await session.context.close();
+  session = null;
 });
 
 test('a generated 100-node graph, loaded through the protocol, renders (time printed)', { timeout: 5 * 60 * 1000 }, async () => {
