@@ -54,6 +54,8 @@ const state = {
   paused: false,
   held: [],
   signature: null,
+  fit: null, // null: automatic, true: fit the canvas, false: natural size
+  scale: 1,
   els: null, // element references of the drawing
   firstRender: false,
 };
@@ -465,11 +467,21 @@ function draw() {
   root.replaceChildren();
   const natural = g.width + IIP_SPACE;
   root.setAttribute('viewBox', `0 0 ${natural} ${g.height}`);
-  // Shrink to the canvas when that keeps it readable; else scroll.
-  const room = $('#canvas').clientWidth - 8;
-  const scale = room > 0 && natural > room && room / natural >= 0.6 ? room / natural : 1;
+  // Automatic: shrink to the canvas's width when that keeps it readable,
+  // else scroll. The Fit button shows it all; 100% at natural size.
+  const canvas = $('#canvas');
+  const roomW = canvas.clientWidth - 8;
+  const roomH = canvas.clientHeight - 8;
+  let scale = 1;
+  if (state.fit === true) scale = Math.min(1, roomW / natural, roomH / g.height);
+  else if (state.fit === null && natural > roomW && roomW / natural >= 0.6) scale = roomW / natural;
+  if (!(scale > 0)) scale = 1;
+  state.scale = scale;
   root.setAttribute('width', Math.round(natural * scale));
   root.setAttribute('height', Math.round(g.height * scale));
+  const zoom = $('#zoom');
+  zoom.textContent = scale < 1 ? 'Zoom 100%' : 'Fit';
+  zoom.hidden = scale === 1 && natural <= roomW && g.height <= roomH;
   root.append(
     svg(
       'defs',
@@ -985,7 +997,7 @@ function onKey(ev) {
     if (fk.startsWith('edge:')) activateEdge(fk.slice(5));
     else if (fk.startsWith('node:')) select({ type: 'node', key: fk, node: fk.slice(5) });
     else if (t.dataset.dir) activatePort(t.dataset.dir, t.dataset.node, t.dataset.port);
-  } else if (ev.key === 'Delete' || ev.key === 'Backspace') {
+  } else if (ev.key === 'Delete') {
     if (fk.startsWith('edge:')) {
       ev.preventDefault();
       removeEdge(fk.slice(5));
@@ -1010,6 +1022,11 @@ function init() {
   $('#role-name').addEventListener('focus', () => {
     const i = $('#role-name');
     if (!i.value && i.placeholder) i.value = i.placeholder;
+  });
+  $('#zoom').addEventListener('click', () => {
+    state.fit = !(state.scale < 1);
+    state.signature = null;
+    update();
   });
   window.addEventListener('resize', () => {
     state.signature = null; // draw again, to the new width
