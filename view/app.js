@@ -868,7 +868,8 @@ async function sendValue(ev) {
 async function addNode(ev) {
   ev.preventDefault();
   const component = $('#component').value;
-  const id = $('#role-name').value.trim();
+  const input = $('#role-name');
+  const id = input.value.trim() || input.placeholder; // empty: the suggested name
   if (!component || !id) return;
   if (state.nodes.has(id)) {
     toast(`There is already a role ${id}.`);
@@ -1018,10 +1019,6 @@ function init() {
   $('#component').addEventListener('change', () => {
     $('#role-name').value = '';
     suggestRoleName();
-  });
-  $('#role-name').addEventListener('focus', () => {
-    const i = $('#role-name');
-    if (!i.value && i.placeholder) i.value = i.placeholder;
   });
   $('#zoom').addEventListener('click', () => {
     state.fit = !(state.scale < 1);
