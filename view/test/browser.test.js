@@ -340,7 +340,7 @@ test('send a reading into the formatter inport: it shows on the watched edge', {
   await page.waitForSelector('g.iip[data-port="formatter.in"]', { timeout: 10000 });
   await shot(page, '03-send.png');
   await page.keyboard.press('Escape');
-  await page.screenshot({ path: path.join(outDir, 'readme.png'), clip: { x: 0, y: 0, width: 1280, height: 520 } });
+  await page.screenshot({ path: path.join(outDir, 'readme.png'), clip: { x: 0, y: 0, width: 1280, height: 420 } });
 });
 
 // The runtime reports an instance alive until its discovery expires (about
