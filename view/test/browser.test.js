@@ -505,6 +505,33 @@ test('a generated 100-node graph, loaded through the protocol, renders (time pri
       await page.waitForFunction(() => document.querySelector('#zoom').textContent === 'Zoom 100%');
     }
     await shot(page, '09-hundred.png');
+    // Another client's edits show up at once: a node and an edge added, an edge removed.
+    await page.evaluate(async () => {
+      const ws = new WebSocket(`ws://${location.host}/`, 'noflo');
+      await new Promise((resolve, reject) => {
+        ws.onopen = resolve;
+        ws.onerror = () => reject(new Error('no connection'));
+      });
+      const replies = [];
+      ws.onmessage = (ev) => replies.push(JSON.parse(ev.data));
+      const frames = [
+        ['graph', 'addnode', { id: 'remote', component: 'generated/Step', metadata: {}, graph: 'big' }],
+        ['graph', 'addedge', { src: { node: 'n0', port: 'out' }, tgt: { node: 'remote', port: 'in' }, metadata: {}, graph: 'big' }],
+        ['graph', 'removeedge', { src: { node: 'n0', port: 'out' }, tgt: { node: 'n1', port: 'in' }, graph: 'big' }],
+      ];
+      frames.forEach(([protocol, command, payload], i) => ws.send(JSON.stringify({ protocol, command, payload, requestId: `remote${i}` })));
+      const deadline = Date.now() + 10000;
+      while (replies.filter((f) => String(f.responseTo).startsWith('remote')).length < frames.length) {
+        if (Date.now() > deadline) throw new Error(`replies: ${JSON.stringify(replies)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const errors = replies.filter((f) => f.command === 'error');
+      if (errors.length) throw new Error(JSON.stringify(errors));
+      ws.close();
+    });
+    await page.waitForSelector('g.node[data-role="remote"]', { timeout: 10000 });
+    await page.waitForSelector('g.edge[data-key="n0.out>remote.in"]', { timeout: 10000 });
+    await page.waitForSelector('g.edge[data-key="n0.out>n1.in"]', { state: 'detached', timeout: 10000 });
     assert.deepEqual(errors, [], 'no console errors');
   } finally {
     await context.close();
