@@ -177,7 +177,7 @@ async fn run_graph(broker: Option<String>) {
     let (a, b) = (unique("runa"), unique("runb"));
     let dir = project(&format!("'\"hi\"' -> IN {a}(Repeat)\n{a} OUT -> IN {b}(Repeat)\n"), "");
     let mut cmd = msgflo();
-    cmd.arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json"));
+    cmd.arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json")).args(["--port", "0"]);
     if let Some(b) = &broker {
         cmd.args(["--broker", b]);
     }
@@ -236,7 +236,7 @@ async fn children_die_with_a_killed_coordinator() {
     let a = unique("orphan");
     let dir = project(&format!("{a}(Repeat)\n"), "");
     let mut cmd = msgflo();
-    cmd.arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json"));
+    cmd.arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json")).args(["--port", "0"]);
     let mut p = Proc::spawn(cmd);
     p.wait_line(&format!("{a} | "), T);
     assert_eq!(processes_with(&a).len(), 1);
@@ -256,7 +256,7 @@ async fn crashing_and_unknown_participants_do_not_stop_the_coordinator() {
         r#", "Crash": "sh -c 'echo starting #ROLE; exit 3'""#,
     );
     let mut cmd = msgflo();
-    cmd.arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json"));
+    cmd.arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json")).args(["--port", "0"]);
     let mut p = Proc::spawn(cmd);
     let line = p.wait_line(&format!("not starting {ghost}"), T);
     assert!(line.contains("NoSuchComponent"), "{line}");
@@ -273,7 +273,7 @@ async fn crashing_and_unknown_participants_do_not_stop_the_coordinator() {
 #[test]
 fn a_broken_graph_gives_file_line_and_column() {
     let dir = project("a(Repeat) OUT -> IN b(Repeat)\nb OUT -> -> c\n", "");
-    let out = msgflo().arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json")).output().unwrap();
+    let out = msgflo().arg("run").arg(dir.join("graph.fbp")).arg("--library").arg(dir.join("msgflo.json")).args(["--port", "0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("graph.fbp:2:"), "{err}");

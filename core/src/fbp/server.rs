@@ -101,6 +101,11 @@ impl Server {
             .route("/view/{file}", get(asset))
             .with_state(hub.clone());
         let s = stop.clone();
+        // Small frames go out at once (else Nagle holds a data frame that
+        // follows a reply for the client's delayed ACK, ~40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let mut tasks = vec![tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move { s.cancelled().await });
             if let Err(e) = serve.await {

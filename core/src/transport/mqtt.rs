@@ -84,7 +84,12 @@ impl Mqtt {
     /// Connect, failing if the broker does not accept us now. After this,
     /// a lost connection is re-established in the background.
     pub async fn connect(url: BrokerUrl, _options: &ConnectOptions) -> Result<Self> {
-        let (client, eventloop) = AsyncClient::new(options(&url), 1024);
+        let (client, mut eventloop) = AsyncClient::new(options(&url), 1024);
+        // Messages go out at once: with Nagle a publish that follows another
+        // waits for the broker's delayed ACK (~40 ms per hop).
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         let subscribers: Arc<Mutex<Subscribers>> = Default::default();
         let subacks: SubAckWaiters = Default::default();
         let (gen_tx, gen_rx) = watch::channel(0u64);
