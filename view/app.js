@@ -341,25 +341,19 @@ function setStatus(s) {
   }
 }
 
-/** Every role: graph nodes, and roles only the status knows of yet. */
+// What is drawn is the graph (component:getsource, then every graph:* edit);
+// msgflo:status only annotates it (a status may lag behind an edit).
+
 function nodeIds() {
-  const ids = [...state.nodes.keys()];
-  for (const r of state.roles.keys()) if (!state.nodes.has(r)) ids.push(r);
-  return ids;
+  return [...state.nodes.keys()];
 }
 
 function allEdges() {
-  const out = new Map();
-  for (const [k, e] of state.edges) out.set(k, { src: e.src, tgt: e.tgt });
-  for (const [k, e] of state.edgeStatus) if (!out.has(k)) out.set(k, { src: e.src, tgt: e.tgt });
-  return out;
+  return state.edges;
 }
 
 function allIips() {
-  const out = new Map();
-  for (const [k, i] of state.iips) out.set(k, { tgt: i.tgt, data: i.data });
-  for (const [k, i] of state.iipStatus) if (!out.has(k)) out.set(k, { tgt: i.tgt, data: i.data });
-  return out;
+  return state.iips;
 }
 
 function componentOf(id) {

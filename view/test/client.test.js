@@ -223,3 +223,17 @@ test('garbage frames are ignored', async () => {
   socket.onmessage({ data: 'null' });
   assert.equal(seen.length, 0);
 });
+
+test('removenode: the removeedge frames before the final reply are parts, and reach listeners', async () => {
+  const { client, socket } = await open();
+  const seen = [];
+  client.on((f) => seen.push(f.command));
+  const p = client.send('graph', 'removenode', { id: 'b', graph: 'g' });
+  const id = socket.lastSent().requestId;
+  socket.deliver({ protocol: 'graph', command: 'removeedge', payload: { src: { node: 'a', port: 'out' }, tgt: { node: 'b', port: 'in' }, graph: 'g' }, responseTo: id });
+  socket.deliver({ protocol: 'graph', command: 'removenode', payload: { id: 'b', graph: 'g' }, responseTo: id });
+  const reply = await p;
+  assert.equal(reply.command, 'removenode');
+  assert.deepEqual(reply.parts.map((f) => f.command), ['removeedge']);
+  assert.deepEqual(seen, ['removeedge', 'removenode']);
+});
