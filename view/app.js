@@ -53,6 +53,7 @@ const state = {
   messages: 0,
   paused: false,
   held: [],
+  arrivals: new Map(), // watched edge key -> arrival times (ms), for rates
   signature: null,
   fit: null, // null: automatic, true: fit the canvas, false: natural size
   scale: 1,
@@ -612,9 +613,23 @@ function edgeInfo(key) {
   const bits = [s?.kind ?? 'kind unknown', s?.state ?? 'state unknown'];
   if (s?.reason) bits.push(s.reason);
   if (s?.depth !== undefined) bits.push(`${s.depth} queued`);
-  if (s?.rate !== undefined) bits.push(`${formatRate(s.rate)} msg/s`);
+  const rate = rateOf(key);
+  if (rate !== undefined) bits.push(`${formatRate(rate)} msg/s`);
   if (state.watched.has(key)) bits.push('watched');
   return bits.join(', ');
+}
+
+const RATE_WINDOW = 5000; // ms
+
+/** Messages per second on an edge: the runtime's figure, else our own count over the last seconds of a watched edge. */
+function rateOf(key) {
+  const s = state.edgeStatus.get(key);
+  if (s?.rate !== undefined) return s.rate;
+  const times = state.arrivals.get(key);
+  if (!times || !state.watched.has(key)) return undefined;
+  const since = performance.now() - RATE_WINDOW;
+  while (times.length && times[0] < since) times.shift();
+  return times.length / (RATE_WINDOW / 1000);
 }
 
 function formatRate(r) {
@@ -673,7 +688,8 @@ function patch() {
     e.line.setAttribute('marker-end', `url(#arrow-${kind})`);
     const bits = [];
     if (s?.depth !== undefined) bits.push(`${s.depth} queued`);
-    if (s?.rate !== undefined) bits.push(`${formatRate(s.rate)}/s`);
+    const rate = rateOf(key);
+    if (rate !== undefined) bits.push(`${formatRate(rate)}/s`);
     if (st === 'pending') bits.unshift('pending');
     e.label.textContent = bits.join(' · ');
     const text = `edge ${e.src.node}.${e.src.port} → ${e.tgt.node}.${e.tgt.port}: ${edgeInfo(key)}`;
@@ -809,6 +825,7 @@ function sendWatched() {
 function toggleWatch(key) {
   if (state.watched.has(key)) state.watched.delete(key);
   else state.watched.add(key);
+  state.arrivals.delete(key);
   sendWatched();
 }
 
@@ -931,6 +948,14 @@ function onData(p) {
   // Data of unwatched edges (sent before our first network:edges) is not shown;
   // data of initial values (no src) is.
   if (p.src && p.tgt && !state.watched.has(edgeKey(p.src, p.tgt))) return;
+  if (p.src && p.tgt) {
+    const key = edgeKey(p.src, p.tgt);
+    if (!state.arrivals.has(key)) state.arrivals.set(key, []);
+    const times = state.arrivals.get(key);
+    times.push(performance.now());
+    if (times.length > 10000) times.shift();
+    scheduleUpdate();
+  }
   const label = p.src ? edgeKey(p.src, p.tgt).replace('>', ' → ') : `IIP → ${p.tgt ? portKey(p.tgt) : '?'}`;
   const now = new Date();
   const item = el(
@@ -1023,6 +1048,10 @@ function init() {
     state.signature = null; // draw again, to the new width
     scheduleUpdate();
   });
+  // Rates of watched edges fall when their messages stop.
+  setInterval(() => {
+    if (state.watched.size) scheduleUpdate();
+  }, 1000);
   renderWatched();
   start().catch((e) => toast(describeError(e)));
 }
