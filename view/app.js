@@ -627,9 +627,11 @@ function rateOf(key) {
   if (s?.rate !== undefined) return s.rate;
   const times = state.arrivals.get(key);
   if (!times || !state.watched.has(key)) return undefined;
-  const since = performance.now() - RATE_WINDOW;
-  while (times.length && times[0] < since) times.shift();
-  return times.length / (RATE_WINDOW / 1000);
+  const now = performance.now();
+  while (times.length && times[0] < now - RATE_WINDOW) times.shift();
+  // Over the window, or the time since watching began when that is shorter.
+  const span = Math.max(1000, Math.min(RATE_WINDOW, now - (times.since ?? now)));
+  return times.length / (span / 1000);
 }
 
 function formatRate(r) {
@@ -950,7 +952,7 @@ function onData(p) {
   if (p.src && p.tgt && !state.watched.has(edgeKey(p.src, p.tgt))) return;
   if (p.src && p.tgt) {
     const key = edgeKey(p.src, p.tgt);
-    if (!state.arrivals.has(key)) state.arrivals.set(key, []);
+    if (!state.arrivals.has(key)) state.arrivals.set(key, Object.assign([], { since: performance.now() }));
     const times = state.arrivals.get(key);
     times.push(performance.now());
     if (times.length > 10000) times.shift();
