@@ -414,6 +414,17 @@ async fn status(url: &str) {
     let (pa, _ha) = start_repeat(&a, msgflo::Options::broker(url)).await;
     let (pb, _hb) = start_repeat(&b, msgflo::Options::broker(url)).await;
     c.wait_for(T, |s| s.complete && !s.wires.is_empty()).await.unwrap();
+    // A participant whose queue is gone from the broker (AMQP): shown as
+    // missing, without a reconnect or an error.
+    let ghost = unique("ghost");
+    if url.starts_with("amqp") {
+        let t = connect(url).await;
+        let body = serde_json::json!({"protocol": "discovery", "command": "participant", "payload": {
+            "id": format!("{ghost}-1"), "role": ghost, "component": "Ghost", "inports": [{"id": "in", "queue": format!("{ghost}.IN")}], "outports": []}});
+        t.announce(msgflo::Payload::json(&body)).await.unwrap();
+        c.wait_for(T, |s| s.participants.iter().any(|p| p.role == ghost)).await.unwrap();
+        t.close().await.unwrap();
+    }
     let out = tokio::task::spawn_blocking({
         let url = url.to_owned();
         move || msgflo().args(["status", "--broker", &url, "--json", "--wait", "1.5"]).output().unwrap()
@@ -427,9 +438,16 @@ async fn status(url: &str) {
     assert_eq!(pa_status["alive"], 1);
     assert_eq!(pa_status["inports"][0]["queue"], format!("{a}.IN"));
     if url.starts_with("amqp") {
-        assert_eq!(pa_status["inports"][0]["depth"], 0, "{pa_status}");
+        assert_eq!(pa_status["inports"][0]["depth"], 0, "{pa_status} {}", String::from_utf8_lossy(&out.stderr));
     }
     assert!(find(&b).is_some());
+    if url.starts_with("amqp") {
+        let g = find(&ghost).expect("the ghost listed");
+        assert_eq!(g["inports"][0]["missing"], true, "{g}");
+        assert!(pa_status["inports"][0].get("missing").is_none(), "{pa_status}");
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("INFO") && !err.contains("ERROR") && !err.contains("reconnect"), "status logs only warnings: {err}");
     let edges = v["edges"].as_array().unwrap();
     assert!(edges.iter().any(|e| e["src"] == format!("{a}.OUT") && e["tgt"] == format!("{b}.IN")), "{v}");
     // Text output says the same, briefly.

@@ -417,7 +417,7 @@ async fn set_graph_starts_and_stops_participants() {
 async fn stale_discovery_backlog_shows_as_gone_amqp() {
     use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
     let url = amqp_url();
-    let (stale, fresh) = (unique("cstale"), unique("cfresh"));
+    let (stale, recent, fresh) = (unique("cstale"), unique("crecent"), unique("cfresh"));
     let raw = Raw::connect().await;
     raw.ch
         .queue_declare("fbp".into(), QueueDeclareOptions { durable: true, ..Default::default() }, Default::default())
@@ -426,36 +426,43 @@ async fn stale_discovery_backlog_shows_as_gone_amqp() {
     // The coordinator first: other tests' observers may take the message
     // from `fbp` at once and relay it; ours must be listening by then.
     let mut o = Options::new(Default::default());
-    o.expiry = Duration::from_millis(1500);
+    o.expiry = Duration::from_secs(60);
     let c = Coordinator::start(connect(&url).await, &url, o).await.unwrap();
-    let body = serde_json::json!({"protocol": "discovery", "command": "participant", "payload": {
-        "id": format!("{stale}-1"), "role": stale, "component": "Old", "label": "old", "icon": "x",
-        "inports": [], "outports": []}});
-    let hour_ago = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 3600;
-    raw.ch
-        .basic_publish(
-            "".into(),
-            "fbp".into(),
-            BasicPublishOptions::default(),
-            body.to_string().as_bytes(),
-            lapin::BasicProperties::default().with_timestamp(hour_ago),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // An hour old (backlog of a participant long gone), and 30 s old (a
+    // heartbeat that waited in the queue): each counts from its timestamp.
+    for (role, at) in [(&stale, now - 3600), (&recent, now - 30)] {
+        let body = serde_json::json!({"protocol": "discovery", "command": "participant", "payload": {
+            "id": format!("{role}-1"), "role": role, "component": "Old", "label": "old", "icon": "x",
+            "inports": [], "outports": []}});
+        raw.ch
+            .basic_publish(
+                "".into(),
+                "fbp".into(),
+                BasicPublishOptions::default(),
+                body.to_string().as_bytes(),
+                lapin::BasicProperties::default().with_timestamp(at),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
     let (p, _h) = start_repeat(&fresh, opts(&url)).await;
     let s = c
-        .wait_for(T, |s| [&stale, &fresh].iter().all(|r| s.participants.iter().any(|p| &p.role == *r)))
+        .wait_for(T, |s| [&stale, &recent, &fresh].iter().all(|r| s.participants.iter().any(|p| &p.role == *r)))
         .await
         .unwrap();
     let get = |r: &str| s.participants.iter().find(|p| p.role == r).unwrap().clone();
-    let (old, new) = (get(&stale), get(&fresh));
+    let (old, mid, new) = (get(&stale), get(&recent), get(&fresh));
     assert_eq!(old.alive, 0, "{old:?}");
     // Gone long ago: its instance may already be forgotten (the role stays).
-    assert!(old.last_seen_secs.is_none_or(|s| s > 1.5), "{old:?}");
+    assert!(old.last_seen_secs.is_none_or(|s| s > 60.0), "{old:?}");
+    assert_eq!(mid.alive, 1, "{mid:?}");
+    let mid_age = mid.last_seen_secs.unwrap();
+    assert!((28.0..=45.0).contains(&mid_age), "last seen from its timestamp: {mid:?}");
     assert_eq!(new.alive, 1, "{new:?}");
-    assert!(new.last_seen_secs.unwrap() < 1.5, "{new:?}");
+    assert!(new.last_seen_secs.unwrap() < 5.0, "{new:?}");
     c.stop().await;
     p.stop().await.unwrap();
     cleanup(&url, &[format!("{fresh}.IN"), format!("{fresh}.OUT")]).await;

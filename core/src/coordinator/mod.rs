@@ -83,12 +83,10 @@ pub fn default_expiry() -> Duration {
     crate::discovery::heartbeat_interval() * 3 + Duration::from_secs(1)
 }
 
-/// A discovery message older than this (by its timestamp) is stale
-/// backlog: ten expiries, at least ten minutes, far beyond any sane clock
-/// difference between hosts.
-pub fn stale_after(expiry: Duration) -> Duration {
-    (expiry * 10).max(Duration::from_secs(600))
-}
+/// How far the clocks of two hosts may differ: a timestamped discovery
+/// message younger than this counts as sent now; an older one counts from
+/// its timestamp (so backlog that sat in `fbp` shows its true age).
+pub const CLOCK_SKEW: Duration = Duration::from_secs(10);
 
 /// One wired (or failing) broker edge, for status.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -421,16 +419,17 @@ impl State {
         dirty
     }
 
-    /// When a discovery message was sent. Ours carry a timestamp (AMQP);
-    /// one much older than the expiry is stale backlog from the `fbp`
-    /// queue and counts with its age (so its participant shows as gone).
-    /// Clocks of other hosts may be off: younger ones count as now.
+    /// When a discovery message was sent. Ours carry a timestamp (AMQP,
+    /// seconds): up to [`CLOCK_SKEW`] old (or in the future: another
+    /// host's clock) it counts as now, older from its timestamp, so the
+    /// last-seen time and expiry are true for backlog that waited in `fbp`.
+    /// The original's messages carry none and count as now.
     fn sent_at(&self, timestamp: Option<u64>) -> Instant {
         let now = Instant::now();
         let Some(ts) = timestamp else { return now };
         let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let age = Duration::from_secs(wall.saturating_sub(ts));
-        if age <= stale_after(self.registry.expiry()) {
+        if age <= CLOCK_SKEW {
             return now;
         }
         // A monotonic clock cannot go back before boot: as far as it can.

@@ -189,7 +189,7 @@ impl Registry {
 }
 
 fn ports(ps: &[AnnouncedPort]) -> Vec<PortStatus> {
-    ps.iter().map(|p| PortStatus { id: p.id.clone(), queue: p.queue.clone(), depth: None }).collect()
+    ps.iter().map(|p| PortStatus { id: p.id.clone(), queue: p.queue.clone(), depth: None, missing: false }).collect()
 }
 
 /// One role, as `msgflo status` shows it.
@@ -216,6 +216,9 @@ pub struct PortStatus {
     /// Messages waiting (AMQP inports, filled in by `msgflo status`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub depth: Option<u64>,
+    /// The queue does not exist on the broker (AMQP; `msgflo status`).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub missing: bool,
 }
 
 #[cfg(test)]

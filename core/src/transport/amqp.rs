@@ -294,12 +294,24 @@ impl Inner {
                 let mut events = connection.events_listener();
                 let lost = self.lost.clone();
                 let closed = self.closed.clone();
+                let (publish, consume) = (live.publish.clone(), live.consume.clone());
                 tokio::spawn(async move {
                     loop {
                         tokio::select! {
                             _ = closed.cancelled() => return,
                             ev = events.next() => match ev {
                                 Some(lapin::Event::Error(e)) => {
+                                    // A channel-level error (a passive declare of a
+                                    // missing queue on a one-off channel) closes that
+                                    // channel only: the connection is fine unless it
+                                    // was one of ours.
+                                    if e.is_amqp_soft_error() {
+                                        tokio::time::sleep(Duration::from_millis(20)).await;
+                                        if publish.status().connected() && consume.status().connected() {
+                                            debug!("channel error on a one-off channel: {}", describe_err(&e));
+                                            continue;
+                                        }
+                                    }
                                     let _ = lost.send((generation, describe_err(&e)));
                                     return;
                                 }
@@ -372,6 +384,12 @@ impl Inner {
         });
         Ok(())
     }
+}
+
+/// How long an announcement may wait in `fbp` (AMQP `expiration`, in
+/// milliseconds): three heartbeat periods, the same as an observer's expiry.
+pub fn discovery_expiration() -> String {
+    (crate::discovery::heartbeat_interval() * 3).as_millis().to_string()
 }
 
 /// Declare one port's objects on a fresh channel (a refused declaration
@@ -655,6 +673,11 @@ impl Pipeline {
         };
         if let Some(ts) = p.timestamp {
             props = props.with_timestamp(ts);
+            // Our announcements into `fbp` expire there: a backlog left by
+            // participants that are long gone never piles up.
+            if p.exchange.is_empty() && p.routing_key == DISCOVERY_QUEUE {
+                props = props.with_expiration(discovery_expiration().into());
+            }
         }
         let res = live
             .publish

@@ -190,6 +190,9 @@ enum Cmd {
         /// Seconds to listen for discovery and coordinator answers.
         #[arg(long, default_value_t = 2.0)]
         wait: f64,
+        /// Also log what happens (info), not only warnings.
+        #[arg(long, short)]
+        verbose: bool,
     },
 }
 
@@ -225,8 +228,13 @@ pub async fn connect(url: &str, name: &str) -> Result<std::sync::Arc<dyn msgflo:
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off,lapin=warn,rumqttc=warn"));
+    let cli = Cli::parse();
+    // `status` prints its table and warnings; the others say what they do.
+    let quiet = matches!(&cli.command, Cmd::Status { verbose: false, .. });
+    // lapin logs a probe of a missing queue (a closed one-off channel) as an
+    // ERROR; what matters (a lost connection) is logged by the transport.
+    let default = if quiet { "warn,rumqttd=off,lapin=off,rumqttc=error" } else { "info,rumqttd=off,lapin=off,rumqttc=warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -234,7 +242,6 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .compact()
         .init();
-    let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -255,7 +262,7 @@ fn main() -> ExitCode {
             Cmd::Send { queue, json, data, broker } => tools::send(queue, json, data, broker.broker).await,
             Cmd::Dump { queue, amount, timeout, broker } => tools::dump(queue, amount, timeout, broker.broker).await,
             Cmd::Procfile { graph } => tools::procfile(graph),
-            Cmd::Status { broker, json, wait } => tools::status(broker.broker, json, wait).await,
+            Cmd::Status { broker, json, wait, .. } => tools::status(broker.broker, json, wait).await,
         }
     });
     // Children and sockets are closed by now; do not wait for stray tasks.

@@ -174,11 +174,19 @@ pub async fn status(broker: Option<String>, as_json: bool, wait: f64) -> Result<
     tokio::time::sleep(Duration::from_secs_f64(wait)).await;
     let mut snap = observer.snapshot();
     observer.stop().await;
-    // Queue depths where the broker can tell (AMQP).
+    // Queue depths where the broker can tell (AMQP); a queue that does
+    // not exist (any more) is shown as missing.
+    let amqp = url.starts_with("amqp");
     for p in &mut snap.participants {
         for port in &mut p.inports {
             if let Some(q) = &port.queue {
-                port.depth = t.queue_depth(q).await.unwrap_or(None);
+                match t.queue_depth(q).await {
+                    Ok(d) => {
+                        port.depth = d;
+                        port.missing = amqp && d.is_none();
+                    }
+                    Err(e) => tracing::warn!("cannot ask the broker about queue {q}: {e}"),
+                }
             }
         }
     }
@@ -204,9 +212,10 @@ pub async fn status(broker: Option<String>, as_json: bool, wait: f64) -> Result<
         let mut ports: Vec<String> = p
             .inports
             .iter()
-            .map(|x| match x.depth {
-                Some(d) => format!("in:{}={} ({d} queued)", x.id, x.queue.as_deref().unwrap_or("-")),
-                None => format!("in:{}={}", x.id, x.queue.as_deref().unwrap_or("-")),
+            .map(|x| match (x.depth, x.missing) {
+                (_, true) => format!("in:{}={} (queue missing)", x.id, x.queue.as_deref().unwrap_or("-")),
+                (Some(d), _) => format!("in:{}={} ({d} queued)", x.id, x.queue.as_deref().unwrap_or("-")),
+                (None, _) => format!("in:{}={}", x.id, x.queue.as_deref().unwrap_or("-")),
             })
             .collect();
         ports.extend(p.outports.iter().map(|x| format!("out:{}={}", x.id, x.queue.as_deref().unwrap_or("-"))));
