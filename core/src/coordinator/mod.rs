@@ -129,6 +129,7 @@ enum Command {
     Send(Target, Payload, oneshot::Sender<Result<()>>),
     Tap(BTreeSet<(String, String)>),
     Deliver(PortRef, Payload),
+    Scale(String, u32),
 }
 
 /// What happened on the wire, for watchers (the FBP runtime's
@@ -182,6 +183,7 @@ impl Coordinator {
             events: events.clone(),
             taps: tap::Taps::new(tap_tx),
             held: Vec::new(),
+            scale: BTreeMap::new(),
             transport,
             registry: Registry::new(options.expiry),
             iips: options.graph.connections.iter().filter(|c| c.src.is_none() && options.send_iips).cloned().map(|c| (c, None)).collect(),
@@ -255,6 +257,14 @@ impl Coordinator {
         self.commands.send(Command::Deliver(tgt, payload)).map_err(|_| Error::Closed)
     }
 
+    /// Run `n` instances of `role` (default 1) from now on. They share the
+    /// role's queues, so work is spread over them; scaling down stops the
+    /// newest instances with SIGTERM, which lets each finish and settle
+    /// what it holds. `0` stops the role (its queue keeps the work).
+    pub fn scale(&self, role: &str, n: u32) -> Result<()> {
+        self.commands.send(Command::Scale(role.to_owned(), n)).map_err(|_| Error::Closed)
+    }
+
     /// Data seen on tapped outports and values sent by this coordinator.
     pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.events.subscribe()
@@ -326,6 +336,8 @@ struct State {
     taps: tap::Taps,
     /// Values to deliver once their target is ready, and since when.
     held: Vec<(PortRef, Payload, Instant)>,
+    /// Instances wanted per role (absent: 1).
+    scale: BTreeMap<String, u32>,
 }
 
 impl State {
@@ -374,6 +386,11 @@ impl State {
                     Some(Command::Tap(wanted)) => {
                         self.taps.want(wanted);
                         self.reconcile().await;
+                    }
+                    Some(Command::Scale(role, n)) => {
+                        info!(role = %role, "scaling {role} to {n} instance(s)");
+                        self.scale.insert(role, n);
+                        self.reconcile_processes().await;
                     }
                     Some(Command::Deliver(tgt, payload)) => {
                         self.held.push((tgt, payload, Instant::now()));
@@ -636,16 +653,36 @@ impl State {
     async fn reconcile_processes(&mut self) {
         let Some(l) = &self.launcher else { return };
         let wanted = l.roles(&self.graph);
-        for role in l.supervisor.roles().await {
+        let count = |role: &str| self.scale.get(role).copied().unwrap_or(1);
+        // Newest first, so a scale-down keeps the oldest instances.
+        let mut running = l.supervisor.instances().await;
+        running.reverse();
+        for (role, i) in running {
             if !wanted.contains(&role) {
-                l.supervisor.stop(&role).await;
-                info!(role = %role, "stopped participant {role}: no longer in the graph");
+                l.supervisor.stop_instance(&role, i).await;
+                if i == 0 {
+                    info!(role = %role, "stopped participant {role}: no longer in the graph");
+                }
+            } else if i >= count(&role) {
+                l.supervisor.stop_instance(&role, i).await;
+                info!(role = %role, "stopped instance {i} of {role} (scaled to {})", count(&role));
             }
         }
         self.not_started.clear();
         for role in wanted {
             let started = match l.spec(&self.graph, &role) {
-                Ok(spec) => l.supervisor.start(spec).await,
+                Ok(spec) => {
+                    let mut result = Ok(());
+                    for i in 0..count(&role) {
+                        let mut s = spec.clone();
+                        s.instance = i;
+                        if let Err(e) = l.supervisor.start(s).await {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                    result
+                }
                 Err(e) => Err(e),
             };
             if let Err(e) = started {

@@ -25,6 +25,9 @@ use tracing::{error, info, warn};
 #[derive(Debug, Clone)]
 pub struct Spec {
     pub role: String,
+    /// Which instance of the role (0 for the first; several instances
+    /// share the role's queues, see `Coordinator::scale`).
+    pub instance: u32,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     /// Working directory (default: the coordinator's).
@@ -35,6 +38,7 @@ pub struct Spec {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChildStatus {
     pub role: String,
+    pub instance: u32,
     pub command: String,
     pub pid: Option<u32>,
     pub restarts: u32,
@@ -50,10 +54,10 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Supervises the children of one coordinator, one per role.
+/// Supervises the children of one coordinator, by role and instance.
 #[derive(Clone)]
 pub struct Supervisor {
-    children: Arc<Mutex<BTreeMap<String, Running>>>,
+    children: Arc<Mutex<BTreeMap<(String, u32), Running>>>,
     stop: CancellationToken,
     grace: Duration,
 }
@@ -76,15 +80,17 @@ impl Supervisor {
     /// another command it is replaced. Fails only if the command cannot be
     /// started at all (not found): later failures are restarts.
     pub async fn start(&self, spec: Spec) -> crate::Result<()> {
+        let key = (spec.role.clone(), spec.instance);
         {
             let children = self.children.lock().await;
-            if children.get(&spec.role).is_some_and(|r| r.argv == spec.argv) {
+            if children.get(&key).is_some_and(|r| r.argv == spec.argv) {
                 return Ok(());
             }
         }
-        self.stop(&spec.role).await;
+        self.stop_instance(&spec.role, spec.instance).await;
         let status = Arc::new(Mutex::new(ChildStatus {
             role: spec.role.clone(),
+            instance: spec.instance,
             command: spec.argv.join(" "),
             pid: None,
             restarts: 0,
@@ -95,14 +101,21 @@ impl Supervisor {
         })?;
         status.lock().await.pid = first.id();
         let stop = self.stop.child_token();
-        let (role, argv) = (spec.role.clone(), spec.argv.clone());
+        let argv = spec.argv.clone();
         let task = tokio::spawn(keep_running(spec, first, status.clone(), stop.clone(), self.grace));
-        self.children.lock().await.insert(role, Running { status, argv, stop, task });
+        self.children.lock().await.insert(key, Running { status, argv, stop, task });
         Ok(())
     }
 
     /// Roles with a supervised child.
     pub async fn roles(&self) -> Vec<String> {
+        let mut roles: Vec<String> = self.children.lock().await.keys().map(|(r, _)| r.clone()).collect();
+        roles.dedup();
+        roles
+    }
+
+    /// Every supervised `(role, instance)`.
+    pub async fn instances(&self) -> Vec<(String, u32)> {
         self.children.lock().await.keys().cloned().collect()
     }
 
@@ -117,7 +130,16 @@ impl Supervisor {
     /// Stop the child of `role` (SIGTERM to its group, SIGKILL after the
     /// grace period) and wait for it. Nothing if there is none.
     pub async fn stop(&self, role: &str) {
-        let running = self.children.lock().await.remove(role);
+        let keys: Vec<(String, u32)> = self.children.lock().await.keys().filter(|(r, _)| r == role).cloned().collect();
+        for (r, i) in keys {
+            self.stop_instance(&r, i).await;
+        }
+    }
+
+    /// Stop one instance of `role` (a scale-down: SIGTERM lets it finish
+    /// and settle what it holds) and wait for it.
+    pub async fn stop_instance(&self, role: &str, instance: u32) {
+        let running = self.children.lock().await.remove(&(role.to_owned(), instance));
         if let Some(r) = running {
             r.stop.cancel();
             let _ = r.task.await;
@@ -163,7 +185,7 @@ fn spawn(spec: &Spec) -> std::io::Result<Child> {
         });
     }
     let mut child = cmd.spawn()?;
-    let role = spec.role.clone();
+    let role = if spec.instance == 0 { spec.role.clone() } else { format!("{}#{}", spec.role, spec.instance) };
     if let Some(out) = child.stdout.take() {
         let role = role.clone();
         tokio::spawn(async move {

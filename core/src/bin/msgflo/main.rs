@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod guv;
 mod run;
 mod tools;
 
@@ -194,6 +195,8 @@ enum Cmd {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// Deadline-based autoscaling: run, validate a config, simulate.
+    Guv(guv::GuvArgs),
 }
 
 /// A failure with the exit code it deserves.
@@ -263,6 +266,7 @@ fn main() -> ExitCode {
             Cmd::Dump { queue, amount, timeout, broker } => tools::dump(queue, amount, timeout, broker.broker).await,
             Cmd::Procfile { graph } => tools::procfile(graph),
             Cmd::Status { broker, json, wait, .. } => tools::status(broker.broker, json, wait).await,
+            Cmd::Guv(args) => guv::guv(args).await,
         }
     });
     // Children and sockets are closed by now; do not wait for stray tasks.
