@@ -345,14 +345,9 @@ test('send a reading into the formatter inport: it shows on the watched edge', {
   await page.screenshot({ path: path.join(outDir, 'readme.png'), clip: { x: 0, y: 0, width: 1280, height: 420 } });
 });
 
-// The runtime reports an instance alive until its discovery expires (about
-// 80 s by default), and the restarted participant is a second instance, so
-// the box shows 2/1 alive instead of gone. Until the coordinator drops the
-// instance of a participant whose process exited, this step is a todo.
-const GONE_TODO = 'runtime gap: a killed participant stays alive in msgflo:status until its discovery expires';
 let killed = [];
 
-test('kill the display participant: its box turns gone', { timeout: 120000, todo: GONE_TODO }, async () => {
+test('kill the display participant: its box turns gone', { timeout: 120000 }, async () => {
   assert.ok(session, 'the page is open');
   const { page } = session;
   await page.waitForSelector('g.node[data-role="display"][data-status="alive"]', { timeout: 60000 });

@@ -135,6 +135,8 @@ pub struct Snapshot {
     pub reported_wires: Vec<WireStatus>,
     /// Graph participants the launcher could not start, and why.
     pub not_started: Vec<(String, String)>,
+    /// Instances this coordinator runs per role it starts.
+    pub expected: BTreeMap<String, u32>,
 }
 
 /// Changes a running coordinator accepts (the FBP runtime protocol drives
@@ -375,6 +377,7 @@ impl State {
         mut tapped: mpsc::Receiver<Delivery>,
         stop: CancellationToken,
     ) {
+        let mut exits = self.launcher.as_ref().map(|l| l.supervisor.exits());
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut snap_tick = tokio::time::interval(Duration::from_millis(50));
@@ -428,6 +431,24 @@ impl State {
                         return;
                     }
                 },
+                Some(e) = async {
+                    match exits.as_mut() {
+                        Some(r) => loop {
+                            match r.recv().await {
+                                Ok(e) => break Some(e),
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                                Err(_) => break None,
+                            }
+                        },
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let single = self.scale.get(&e.role).copied().unwrap_or(1) == 1;
+                    if self.registry.mark_gone(&e.role, &e.participant, single) {
+                        info!(role = %e.role, "participant {} ({}) is gone: its process ended ({})", e.role, e.participant, e.how);
+                        self.snapshot_due = true;
+                    }
+                }
                 Some(d) = tapped.recv() => {
                     if let Some((role, port)) = self.taps.source(d.inport()) {
                         let _ = self.events.send(Event::Data { role, port, payload: d.payload().clone() });
@@ -836,6 +857,19 @@ impl State {
             complete,
             reported_wires: self.reported_wires.clone(),
             not_started: self.not_started.iter().map(|(r, e)| (r.clone(), e.clone())).collect(),
+            expected: self
+                .launcher
+                .as_ref()
+                .map(|l| {
+                    l.roles(&self.graph)
+                        .into_iter()
+                        .map(|r| {
+                            let n = self.scale.get(&r).copied().unwrap_or(1);
+                            (r, n)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         });
     }
 }
