@@ -357,26 +357,32 @@ async fn wrong_port_names_are_reported() {
     cleanup(&url, &[format!("{a}.IN"), format!("{a}.OUT"), format!("{b}.IN"), format!("{b}.OUT")]).await;
 }
 
-/// With a launcher, the graph decides which participants run: adding a node
-/// starts its participant (and wires it), removing it stops the process.
-#[tokio::test]
-async fn set_graph_starts_and_stops_participants() {
+/// A coordinator that starts the graph's participants (`Repeat` is the
+/// repeat example).
+async fn launching(url: &str, graph: &str) -> Coordinator {
     use msgflo::coordinator::launcher::Launcher;
     use msgflo::coordinator::supervisor::Supervisor;
-    let url = amqp_url();
     let repeat = examples(&["repeat"]).join("repeat");
     let library = msgflo::library::Library::from_json(&format!(r#"{{"components": {{"Repeat": "{} #ROLE"}}}}"#, repeat.display())).unwrap();
-    let (a, b) = (unique("la"), unique("lb"));
-    let mut o = Options::new(fbp::parse(&format!("{a}(Repeat)")).unwrap());
+    let mut o = Options::new(fbp::parse(graph).unwrap());
     o.launcher = Some(Launcher {
         library,
         dir: std::env::temp_dir(),
-        broker_url: url.clone(),
+        broker_url: url.to_owned(),
         only: vec![],
         ignore: vec![],
         supervisor: Supervisor::new(Duration::from_secs(5)),
     });
-    let c = Coordinator::start(connect(&url).await, &url, o).await.unwrap();
+    Coordinator::start(connect(url).await, url, o).await.unwrap()
+}
+
+/// With a launcher, the graph decides which participants run: adding a node
+/// starts its participant (and wires it), removing it stops the process.
+#[tokio::test]
+async fn set_graph_starts_and_stops_participants() {
+    let url = amqp_url();
+    let (a, b) = (unique("la"), unique("lb"));
+    let c = launching(&url, &format!("{a}(Repeat)")).await;
     c.wait_for(T, |s| s.complete).await.unwrap();
     let roles = |cs: Vec<msgflo::coordinator::supervisor::ChildStatus>| cs.into_iter().map(|c| c.role).collect::<Vec<_>>();
     assert_eq!(roles(c.children().await), vec![a.clone()]);
@@ -411,22 +417,9 @@ async fn set_graph_starts_and_stops_participants() {
 /// shared, every message is handled once; scaling down stops the newest.
 #[tokio::test]
 async fn a_role_scales_to_several_instances_and_back() {
-    use msgflo::coordinator::launcher::Launcher;
-    use msgflo::coordinator::supervisor::Supervisor;
     let url = amqp_url();
-    let repeat = examples(&["repeat"]).join("repeat");
-    let library = msgflo::library::Library::from_json(&format!(r#"{{"components": {{"Repeat": "{} #ROLE"}}}}"#, repeat.display())).unwrap();
     let a = unique("scale");
-    let mut o = Options::new(fbp::parse(&format!("{a}(Repeat)")).unwrap());
-    o.launcher = Some(Launcher {
-        library,
-        dir: std::env::temp_dir(),
-        broker_url: url.clone(),
-        only: vec![],
-        ignore: vec![],
-        supervisor: Supervisor::new(Duration::from_secs(5)),
-    });
-    let c = Coordinator::start(connect(&url).await, &url, o).await.unwrap();
+    let c = launching(&url, &format!("{a}(Repeat)")).await;
     c.wait_for(T, |s| s.complete).await.unwrap();
     c.scale(&a, 3).unwrap();
     let alive = |n: usize| {
