@@ -32,6 +32,7 @@ mod ffi {
         fn stopped(self: &CoreParticipant) -> bool;
         fn recv_batch(self: &CoreParticipant, max: usize, timeout_ms: u32) -> Result<Box<CoreBatch>>;
         fn send(self: &CoreParticipant, port: &str, payload: &[u8]) -> Result<()>;
+        fn fail(self: &CoreParticipant, delivery: &CoreDelivery, error: &str) -> Result<()>;
         fn stop(self: &CoreParticipant) -> Result<()>;
 
         fn len(self: &CoreBatch) -> usize;
@@ -121,6 +122,13 @@ impl CoreParticipant {
 
     fn send(&self, port: &str, payload: &[u8]) -> Res<()> {
         guard(|| runtime().block_on(self.inner.send(port, payload)).map_err(err))
+    }
+
+    /// A handler failed on `delivery`: nack (unless it settled it itself)
+    /// and the error-port rule, as the core's `Participant::complete`.
+    fn fail(&self, delivery: &CoreDelivery, error: &str) -> Res<()> {
+        let failure = Err(msgflo::Failure::new(error));
+        guard(|| runtime().block_on(self.inner.complete(&delivery.inner, failure)).map_err(err))
     }
 
     fn stop(&self) -> Res<()> {

@@ -93,6 +93,7 @@ public:
         try { d_->nack(); } catch (const rust::Error &e) { throw translate(e); }
     }
     bool settled() const override { return d_->settled(); }
+    const ffi::CoreDelivery &delivery() const { return *d_; }
 
 private:
     rust::Box<ffi::CoreDelivery> d_;
@@ -101,14 +102,12 @@ private:
 class ParticipantImpl : public Participant {
 public:
     ParticipantImpl(const Definition &def, MessageHandler handler, const EngineConfig &config)
-        : core_(connect(def, config)), def_(def), handler_(handler), hasErrorPort_(false) {
+        : core_(connect(def, config)), def_(def), handler_(handler) {
         def_.id = std::string(core_->id());
         for (std::size_t i = 0; i < def_.inports.size(); ++i)
             def_.inports[i].queue = std::string(core_->queue(true, str(def_.inports[i].id)));
-        for (std::size_t i = 0; i < def_.outports.size(); ++i) {
+        for (std::size_t i = 0; i < def_.outports.size(); ++i)
             def_.outports[i].queue = std::string(core_->queue(false, str(def_.outports[i].id)));
-            if (def_.outports[i].id == "error") hasErrorPort_ = true;
-        }
     }
 
     void send(const std::string &port, const std::string &payload) override {
@@ -185,9 +184,9 @@ private:
         std::fprintf(stderr, "msgflo: %s: handler failed on %s: %s; message nacked\n", def_.role.c_str(),
                      msg.port().c_str(), failure.c_str());
         try {
-            if (!msg.settled()) msg.nack();
-            if (hasErrorPort_) send("error", "{\"error\":" + jsonString(failure) + "}");
-        } catch (const std::exception &e) {
+            // nack + {"error": ...} on an "error" outport: the core's rule.
+            core_->fail(msg.delivery(), str(failure));
+        } catch (const rust::Error &e) {
             std::fprintf(stderr, "msgflo: %s: %s\n", def_.role.c_str(), e.what());
         }
     }
@@ -196,7 +195,6 @@ private:
     Definition def_;
     std::mutex mutex_;
     MessageHandler handler_;
-    bool hasErrorPort_;
 };
 
 class EngineImpl : public Engine {

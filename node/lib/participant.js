@@ -13,7 +13,7 @@
 
 const { EventEmitter } = require('events');
 const native = require('./native');
-const { wait, call } = require('./errors');
+const { wait, call, errorText } = require('./errors');
 const { Message, encode } = require('./message');
 
 const BATCH = 256;
@@ -122,20 +122,17 @@ class Participant extends EventEmitter {
     }
   }
 
+  // Hand the handler's outcome to the core, which sends the outputs and
+  // acks, or nacks and applies the error-port rule (in message order).
   _onDelivery(msg) {
     let answered = false;
-    const settle = (err, sentData) => {
-      if (err) {
-        console.error('msgflo: %s failed on %s: %s; message nacked', this.definition.role, msg.inport, err.message || err);
-        msg.nack();
-        if (!sentData) this._reportError(err);
-      } else {
-        msg.ack();
+    const complete = (outputs, err) => {
+      if (err) console.error('msgflo: %s failed on %s: %s; message nacked', this.definition.role, msg.inport, errorText(err));
+      try {
+        call(() => this._core.completeInOrder(msg._delivery, outputs, err ? errorText(err) : null));
+      } catch (e) {
+        console.error('msgflo:', e.message);
       }
-    };
-    const failed = (e) => {
-      console.error('msgflo: %s: %s; message nacked', this.definition.role, e.message);
-      if (!msg.settled) msg.nack();
     };
     const callback = (outport, err, data) => {
       if (answered) {
@@ -152,48 +149,44 @@ class Participant extends EventEmitter {
       }
       answered = true;
       const hasData = data !== undefined && data !== null;
-      let pending = null;
-      try {
-        // Input that was not JSON, handed back as it came: send its bytes
-        // unchanged (JSON-encoding the text would change the payload).
-        const raw = (data === msg.data && !msg.isJson) ? msg.payload : undefined;
-        // Synchronous unless there is backpressure: no Promise per message.
-        // callback() with no outport and no data: a sink is done; ack.
-        const nothing = (outport === undefined || outport === null) && !hasData;
-        if (!nothing && (!err || hasData)) pending = this._emitOut(outport, data, raw);
-      } catch (e) {
-        return failed(e);
+      // callback() with no outport and no data: a sink is done; ack.
+      const nothing = (outport === undefined || outport === null) && !hasData;
+      let outputs = [];
+      if (!nothing && (!err || hasData)) {
+        try {
+          // Input that was not JSON, handed back as it came: its bytes
+          // unchanged (JSON-encoding the text would change the payload).
+          const raw = (data === msg.data && !msg.isJson) ? msg.payload : undefined;
+          outputs = [this._output(outport, data, raw)];
+        } catch (e) {
+          return complete([], e);
+        }
       }
-      if (pending) pending.then(() => settle(err, hasData), failed);
-      else settle(err, hasData);
+      complete(outputs, err || null);
     };
     try {
       this.func(msg.inport, msg.data, callback);
     } catch (e) {
-      console.error('msgflo: %s threw on %s: %s; message nacked', this.definition.role, msg.inport, e && e.stack ? e.stack : e);
+      console.error('msgflo: %s threw on %s: %s', this.definition.role, msg.inport, e && e.stack ? e.stack : e);
       if (!answered) {
         answered = true;
-        msg.nack();
-        this._reportError(e);
+        complete([], e);
       }
     }
   }
 
-  // {"error": message} on an `error` outport, when the definition has one.
-  _reportError(err) {
-    if (!findPort(this.definition, 'outport', 'error')) return;
-    try {
-      const p = this._emitOut('error', { error: String(err && err.message ? err.message : err) });
-      if (p) p.catch((e) => console.error('msgflo:', e.message));
-    } catch (e) {
-      console.error('msgflo: could not send to the error outport:', e.message);
-    }
+  // An output for the core: the 'data' event, and the bytes (`raw` when
+  // given, else `data` encoded). The core refuses unknown ports.
+  _output(outport, data, raw) {
+    const port = findPort(this.definition, 'outport', outport);
+    if (port) this.emit('data', port.id, data);
+    return { port: String(outport), payload: raw || encode(data) };
   }
 
-  // Emit on an outport: 'data' event, and publish when it has a queue
-  // (`raw` bytes when given, else `data` encoded). Returns null when done, or a Promise when the core applies backpressure.
-  // Throws for an unknown outport.
-  _emitOut(outport, data, raw) {
+  // Emit on an outport now (not completing a delivery): 'data' event, and
+  // publish when it has a queue. Returns null when done, or a Promise when
+  // the core applies backpressure. Throws for an unknown outport.
+  _emitOut(outport, data) {
     const port = findPort(this.definition, 'outport', outport);
     if (!port) {
       const e = new Error('role ' + this.definition.role + ' has no outport ' + JSON.stringify(outport));
@@ -202,7 +195,7 @@ class Participant extends EventEmitter {
     }
     this.emit('data', port.id, data);
     if (!port.queue) return null;
-    const buf = raw || encode(data);
+    const buf = encode(data);
     if (call(() => this._core.trySend(port.id, buf))) return null;
     return wait(this._core.send(port.id, buf));
   }

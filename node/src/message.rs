@@ -8,7 +8,7 @@ use crate::error::{to_js, Result};
 /// One received message and its once-only ack/nack.
 #[napi]
 pub struct CoreDelivery {
-    pub(crate) inner: msgflo::Delivery,
+    pub(crate) inner: std::sync::Arc<msgflo::Delivery>,
 }
 
 #[napi]

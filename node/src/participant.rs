@@ -9,6 +9,13 @@ use napi_derive::napi;
 use crate::error::{to_js, usage, Result};
 use crate::message::CoreDelivery;
 
+/// One output of a handler: bytes for an outport.
+#[napi(object)]
+pub struct Output {
+    pub port: String,
+    pub payload: Buffer,
+}
+
 #[napi]
 pub struct CoreParticipant {
     inner: Participant,
@@ -78,7 +85,7 @@ impl CoreParticipant {
     #[napi]
     pub async fn recv_batch(&self, max: u32, timeout_ms: u32) -> Vec<CoreDelivery> {
         let batch = self.inner.recv_batch_timeout(max as usize, Duration::from_millis(timeout_ms.into())).await;
-        batch.into_iter().map(|inner| CoreDelivery { inner }).collect()
+        batch.into_iter().map(|d| CoreDelivery { inner: d.into() }).collect()
     }
 
     /// Publish without waiting; false when it would have to wait
@@ -92,6 +99,20 @@ impl CoreParticipant {
     #[napi]
     pub async fn send(&self, port: String, payload: Buffer) -> Result<()> {
         self.inner.send(&port, payload.to_vec()).await.map_err(to_js)
+    }
+
+    /// Complete a delivery from its handler's outcome, without waiting:
+    /// `outputs` sent, then ack; or, with `error`, nack and the error-port
+    /// rule (the core's `Participant::complete`). Completions happen in the
+    /// order they are given; `stop` finishes them first.
+    #[napi(catch_unwind)]
+    pub fn complete_in_order(&self, delivery: &CoreDelivery, outputs: Vec<Output>, error: Option<String>) {
+        let outputs: msgflo::Outputs = outputs.into_iter().map(|o| (o.port, o.payload.to_vec().into())).collect();
+        let result = match error {
+            None => Ok(outputs),
+            Some(error) => Err(msgflo::Failure { error, outputs }),
+        };
+        self.inner.complete_in_order(delivery.inner.clone(), result);
     }
 
     /// Stop receiving, requeue what was not handled, wait for outputs and

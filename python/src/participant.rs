@@ -129,6 +129,28 @@ impl CoreParticipant {
         py.detach(|| runtime::get().block_on(self.inner.send(port, payload))).map_err(to_py)
     }
 
+    /// Complete a delivery (None: input that came from no delivery, e.g. an
+    /// IIP) from its handler's outcome: `outputs` sent, then ack; or, with
+    /// `error`, nack and the error-port rule. The rule is the core's
+    /// (`Participant::complete`).
+    #[pyo3(signature = (delivery, outputs, error = None))]
+    fn complete(
+        &self,
+        py: Python<'_>,
+        delivery: Option<PyRef<'_, CoreDelivery>>,
+        outputs: Vec<(String, Vec<u8>)>,
+        error: Option<String>,
+    ) -> PyResult<()> {
+        self.check_process()?;
+        let outputs: msgflo::Outputs = outputs.into_iter().map(|(port, bytes)| (port, bytes.into())).collect();
+        let result = match error {
+            None => Ok(outputs),
+            Some(error) => Err(msgflo::Failure { error, outputs }),
+        };
+        let delivery = delivery.as_ref().map(|d| &d.inner);
+        py.detach(|| runtime::get().block_on(self.inner.finish(delivery, result))).map_err(to_py)
+    }
+
     /// Stop receiving, requeue what was not handled, wait for outputs and
     /// acks to reach the broker, close.
     fn stop(&self, py: Python<'_>) -> PyResult<()> {

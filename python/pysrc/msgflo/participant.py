@@ -133,7 +133,6 @@ class Engine(object):
             for p in d[k]:
                 if (k, p["id"]) in queues:
                     p["queue"] = queues[(k, p["id"])]
-        self._error_port = any(p["id"] == "error" and not p.get("hidden") for p in d["outports"])
         self._thread = None
 
     @property
@@ -151,13 +150,8 @@ class Engine(object):
             p.process(msg.inport, msg)
         except Exception as e:  # the participant keeps running
             logger.exception("process() failed on inport %r; message nacked", msg.inport)
-            if not msg.settled:
-                msg.nack()
-            if self._error_port:
-                try:
-                    self.core.send("error", encode({"error": "%s: %s" % (type(e).__name__, e)}))
-                except Exception:
-                    logger.exception("could not send to the error outport")
+            # nack + {"error": ...} on an `error` outport: the core's rule.
+            self.core.complete(msg._delivery, [], str(e) or type(e).__name__)
         else:
             if not msg.settled:
                 # Like the original: it waits for an explicit ack/nack.
