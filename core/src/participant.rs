@@ -117,8 +117,16 @@ impl Drop for Shared {
 impl Participant {
     /// Connect, declare all ports and subscribe to the inports; nothing is
     /// announced yet (see [`Participant::announce`]).
+    /// `options.connect.prefetch` must be at least 1 (0 is refused: it has
+    /// no single meaning across brokers and the original libraries).
     pub async fn connect(definition: &Definition, role: &str, options: Options) -> Result<Self> {
         let info = definition.instantiate(role)?;
+        if options.connect.prefetch == 0 {
+            return Err(Error::InvalidDefinition(format!(
+                "prefetch must be at least 1 (messages in flight per participant; default {})",
+                crate::transport::DEFAULT_PREFETCH
+            )));
+        }
         let url = broker::resolve(options.broker.as_deref());
         let mut connect = options.connect.clone();
         if connect.connection_name == ConnectOptions::default().connection_name {
@@ -142,7 +150,7 @@ impl Participant {
                 transport.declare(&decl).await?;
             }
         }
-        let capacity = usize::from(options.connect.prefetch.max(1));
+        let capacity = usize::from(options.connect.prefetch.max(1)); // 0 refused by connect
         let (tx, rx) = mpsc::channel(capacity);
         for port in &info.inports {
             if let Some(queue) = &port.queue {

@@ -26,49 +26,35 @@ Error translate(const rust::Error &e) {
     return Error("ERROR", what);
 }
 
-std::string jsonString(const std::string &s) {
-    std::string out = "\"";
-    for (std::string::size_type i = 0; i < s.size(); ++i) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-            if (c < 0x20) {
-                char buf[8];
-                std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                out += buf;
-            } else {
-                out += static_cast<char>(c);
-            }
-        }
-    }
-    return out + "\"";
+bool listed(const std::vector<std::string> &ids, const std::string &id) {
+    for (std::size_t i = 0; i < ids.size(); ++i)
+        if (ids[i] == id) return true;
+    return false;
 }
 
-std::string portsJson(const std::vector<Definition::Port> &ports) {
-    std::string out = "[";
+rust::Vec<ffi::PortArg> portArgs(const std::vector<Definition::Port> &ports, const Definition &d) {
+    rust::Vec<ffi::PortArg> out;
     for (std::size_t i = 0; i < ports.size(); ++i) {
-        const Definition::Port &p = ports[i];
-        if (i) out += ",";
-        out += "{\"id\":" + jsonString(p.id) + ",\"type\":" + jsonString(p.type.empty() ? "any" : p.type);
-        if (!p.queue.empty()) out += ",\"queue\":" + jsonString(p.queue);
-        out += "}";
+        ffi::PortArg a;
+        a.id = ports[i].id;
+        a.type_ = ports[i].type;
+        a.queue = ports[i].queue;
+        a.hidden = listed(d.hiddenPorts, ports[i].id);
+        a.persistent = !listed(d.transientPorts, ports[i].id);
+        out.push_back(std::move(a));
     }
-    return out + "]";
+    return out;
 }
 
-std::string definitionJson(const Definition &d) {
-    std::string out = "{\"component\":" + jsonString(d.component);
-    if (!d.id.empty()) out += ",\"id\":" + jsonString(d.id);
-    if (!d.label.empty()) out += ",\"label\":" + jsonString(d.label);
-    if (!d.icon.empty()) out += ",\"icon\":" + jsonString(d.icon);
-    out += ",\"inports\":" + portsJson(d.inports);
-    out += ",\"outports\":" + portsJson(d.outports);
-    return out + "}";
+ffi::DefinitionArg definitionArg(const Definition &d) {
+    ffi::DefinitionArg a;
+    a.component = d.component;
+    a.label = d.label;
+    a.icon = d.icon;
+    a.id = d.id;
+    a.inports = portArgs(d.inports, d);
+    a.outports = portArgs(d.outports, d);
+    return a;
 }
 
 rust::Str str(const std::string &s) { return rust::Str(s.data(), s.size()); }
@@ -122,6 +108,14 @@ public:
         }
     }
 
+    void sendJson(const std::string &port, const std::string &json) override {
+        try {
+            core_->send_json(str(port), str(json));
+        } catch (const rust::Error &e) {
+            throw translate(e);
+        }
+    }
+
     void onMessage(MessageHandler handler) override {
         std::lock_guard<std::mutex> lock(mutex_);
         handler_ = handler;
@@ -156,7 +150,7 @@ public:
 private:
     static rust::Box<ffi::CoreParticipant> connect(const Definition &def, const EngineConfig &config) {
         try {
-            return ffi::connect(str(definitionJson(def)), str(def.role), str(config.url()), config.prefetch());
+            return ffi::connect(definitionArg(def), str(def.role), str(config.url()), config.prefetch());
         } catch (const rust::Error &e) {
             throw translate(e);
         }
@@ -236,7 +230,8 @@ public:
 
     std::string broker() const override {
         std::lock_guard<std::mutex> lock(mutex_);
-        return participants_.empty() ? config_.url() : participants_.front()->broker();
+        return participants_.empty() ? std::string(ffi::resolve_broker(str(config_.url())))
+                                     : participants_.front()->broker();
     }
 
 private:
@@ -248,16 +243,7 @@ private:
 
 } // namespace
 
-EngineConfig::EngineConfig() : prefetch_(0) {
-    const char *names[] = {"MSGFLO_BROKER", "CLOUDAMQP_URL"};
-    for (std::size_t i = 0; i < 2; ++i) {
-        const char *v = std::getenv(names[i]);
-        if (v && *v) {
-            url_ = v;
-            break;
-        }
-    }
-}
+EngineConfig::EngineConfig() : prefetch_(ffi::default_prefetch()) {}
 
 EngineConfig &EngineConfig::url(const std::string &url) {
     url_ = url;

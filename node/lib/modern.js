@@ -9,7 +9,7 @@
 const native = require('./native');
 const { wait, call, errorText } = require('./errors');
 const { Message, encode } = require('./message');
-const { coreDefinition, instantiateDefinition } = require('./participant');
+const { instantiateDefinition } = require('./participant');
 
 class AsyncParticipant {
   constructor(core, definition) {
@@ -73,7 +73,7 @@ class AsyncParticipant {
 async function connect(definition, role, options = {}) {
   const def = instantiateDefinition(definition, role);
   const core = await wait(native.CoreParticipant.connect(
-    coreDefinition(def), role, options.broker, options.prefetch, options.heartbeat,
+    def, role, options.broker, options.prefetch, options.heartbeat,
   ));
   def.id = core.id;
   const p = new AsyncParticipant(core, def);

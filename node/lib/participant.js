@@ -25,34 +25,14 @@ function brokerUrl(client) {
   return client.address || client.url || client.broker;
 }
 
-// The definition as the core takes it (the core fills queues and the id).
-function coreDefinition(def) {
-  const port = (p) => {
-    const out = { id: p.id, type: p.type || 'any' };
-    for (const k of ['queue', 'description', 'hidden', 'persistent']) {
-      if (p[k] !== undefined && p[k] !== null) out[k] = p[k];
-    }
-    if (typeof p.schema === 'string') out.schema = p.schema;
-    return out;
-  };
-  const out = {
-    component: def.component,
-    label: def.label,
-    icon: def.icon,
-    inports: (def.inports || []).map(port),
-    outports: (def.outports || []).map(port),
-  };
-  if (def.id) out.id = def.id;
-  return JSON.stringify(out);
-}
-
-// msgflo-nodejs's instantiateDefinition: role, id, queues, hidden:false.
+// msgflo-nodejs's instantiateDefinition: role, queues (the core's default
+// names), hidden:false. The id is the core's once started.
 function instantiateDefinition(d, role) {
   const def = JSON.parse(JSON.stringify(d));
   def.role = role;
   const addQueues = (ports) => (ports || []).map((p) => {
     if (p.hidden === undefined) p.hidden = false;
-    if (!p.queue && !p.hidden) p.queue = role + '.' + p.id.toUpperCase();
+    if (!p.queue && !p.hidden) p.queue = native.defaultQueue(role, String(p.id));
     return p;
   });
   def.inports = addQueues(def.inports);
@@ -86,7 +66,7 @@ class Participant extends EventEmitter {
   async _start() {
     const opts = this.options;
     this._core = await wait(native.CoreParticipant.connect(
-      coreDefinition(this.definition), this.definition.role, this.broker, opts.prefetch, opts.heartbeat,
+      this.definition, this.definition.role, this.broker, opts.prefetch, opts.heartbeat,
     ));
     this.definition.id = this._core.id;
     this.running = true;
@@ -224,4 +204,4 @@ function startParticipant(library, client, componentName, id, callback) {
   part.start((err) => callback(err, part));
 }
 
-module.exports = { Participant, instantiateDefinition, startParticipant, coreDefinition };
+module.exports = { Participant, instantiateDefinition, startParticipant };

@@ -47,3 +47,11 @@ impl CoreDelivery {
         self.inner.nack().map_err(to_js)
     }
 }
+
+/// The payload for JSON text `JSON.stringify` wrote for a value: the core's
+/// JSON rule (`Payload::json_text`) refuses NaN/Infinity (INVALID_PAYLOAD).
+#[napi(catch_unwind)]
+pub fn json_payload(text: String) -> Result<Buffer> {
+    let payload = msgflo::Payload::json_text(text).map_err(to_js)?;
+    Ok(payload.into_bytes().into())
+}

@@ -2,12 +2,69 @@
 
 use std::time::Duration;
 
-use msgflo::{Definition, Options, Participant};
+use msgflo::{Definition, Options, Participant, PortDef};
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 
 use crate::error::{to_js, usage, Result};
 use crate::message::CoreDelivery;
+
+/// A port as msgflo-nodejs definitions give it (other keys are ignored).
+#[napi(object)]
+pub struct PortArg {
+    pub id: String,
+    #[napi(js_name = "type")]
+    pub type_: Option<String>,
+    pub queue: Option<String>,
+    pub description: Option<String>,
+    /// Only a string schema is announced.
+    pub schema: Option<serde_json::Value>,
+    pub hidden: Option<bool>,
+    pub persistent: Option<bool>,
+}
+
+/// A definition as msgflo-nodejs gives it (other keys are ignored).
+#[napi(object)]
+pub struct DefinitionArg {
+    pub component: String,
+    pub label: Option<String>,
+    pub icon: Option<String>,
+    pub id: Option<String>,
+    pub inports: Option<Vec<PortArg>>,
+    pub outports: Option<Vec<PortArg>>,
+}
+
+fn port(p: PortArg) -> PortDef {
+    PortDef {
+        id: p.id,
+        type_: p.type_.unwrap_or_else(|| "any".into()),
+        queue: p.queue,
+        description: p.description,
+        schema: match p.schema {
+            Some(serde_json::Value::String(s)) => Some(s),
+            _ => None,
+        },
+        hidden: p.hidden.unwrap_or(false),
+        persistent: p.persistent,
+    }
+}
+
+fn definition(d: DefinitionArg) -> Definition {
+    Definition {
+        component: d.component,
+        label: d.label,
+        icon: d.icon,
+        id: d.id.filter(|id| !id.is_empty()),
+        inports: d.inports.unwrap_or_default().into_iter().map(port).collect(),
+        outports: d.outports.unwrap_or_default().into_iter().map(port).collect(),
+    }
+}
+
+/// The queue the core gives port `port_id` of `role` when none is set.
+#[napi(catch_unwind)]
+pub fn default_queue(role: String, port_id: String) -> String {
+    msgflo::discovery::default_queue(&role, &port_id)
+}
 
 /// One output of a handler: bytes for an outport.
 #[napi(object)]
@@ -26,16 +83,16 @@ impl CoreParticipant {
     /// Connect, declare every port, subscribe; nothing announced yet.
     #[napi(factory)]
     pub async fn connect(
-        definition_json: String,
+        definition: DefinitionArg,
         role: String,
         broker: Option<String>,
         prefetch: Option<u32>,
         heartbeat_secs: Option<f64>,
     ) -> Result<CoreParticipant> {
-        let definition = Definition::from_json(&definition_json).map_err(to_js)?;
+        let definition = self::definition(definition);
         let mut options = Options { broker, ..Default::default() };
         if let Some(p) = prefetch {
-            options.connect.prefetch = u16::try_from(p.max(1)).map_err(|_| usage("prefetch must be at most 65535"))?;
+            options.connect.prefetch = u16::try_from(p).map_err(|_| usage("prefetch must be at most 65535"))?;
         }
         if let Some(h) = heartbeat_secs {
             if !(h.is_finite() && h > 0.0) {

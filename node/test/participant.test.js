@@ -228,3 +228,35 @@ test('a failure nacks and sends exactly the core error body, in both APIs (AMQP)
     await cleanup(portNames(roleA, 'in', 'out', 'error').concat(portNames(roleB, 'in', 'out', 'error')));
   }
 });
+
+test('JSON rule for returned values: UTF-8 unescaped, NaN/Infinity refused, bytes unchanged', () => {
+  const { encode } = require('../lib/message');
+  assert.strictEqual(encode({ text: 'æ€𝄞', n: [1, 2.5, null] }).toString(), '{"text":"æ€𝄞","n":[1,2.5,null]}');
+  assert.deepStrictEqual(encode(Buffer.from([0, 255])), Buffer.from([0, 255]));
+  for (const bad of [NaN, Infinity, { x: [-Infinity] }]) {
+    assert.throws(() => encode(bad), (e) => e.code === 'INVALID_PAYLOAD' && /not JSON numbers/.test(e.message));
+  }
+});
+
+test('definitions cross typed; the core names queues; prefetch 0 is refused', async () => {
+  await assert.rejects(msgflo.connect(repeatDef, unique('jsprefetch'), { broker: MQTT, prefetch: 0 }),
+    (e) => e.code === 'INVALID_DEFINITION' && /prefetch must be at least 1/.test(e.message));
+  const role = unique('jstyped');
+  const def = {
+    component: 'Typed', extra: 'ignored',
+    inports: [{ id: 'in', schema: { not: 'a string' } }],
+    outports: [{ id: 'out', hidden: true }, { id: 'tmp', persistent: false }],
+  };
+  const p = new msgflo.participant.Participant(MQTT, def, (inport, data, cb) => cb('tmp', null, data), role);
+  assert.strictEqual(p.definition.inports[0].queue, `${role}.IN`);
+  assert.strictEqual(p.definition.outports[0].queue, undefined);
+  await start(p);
+  try {
+    const disc = JSON.parse(p._core.discovery);
+    assert.ok(disc.id.startsWith(`${role}-`));
+    assert.strictEqual(p.definition.id, disc.id);
+    assert.deepStrictEqual(disc.outports.map((o) => o.id), ['tmp']);
+  } finally {
+    await stop(p);
+  }
+});

@@ -1,9 +1,10 @@
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 DEFAULT_PREFETCH: int
 
 def init_logging(level: Optional[str] = None) -> None: ...
 def error_codes() -> List[Tuple[str, str]]: ...
+def json_payload(text: str) -> bytes: ...
 
 class CoreDelivery:
     @property
@@ -20,7 +21,7 @@ class CoreDelivery:
 class CoreParticipant:
     @staticmethod
     def connect(
-        definition_json: str,
+        definition: Dict[str, Any],
         role: str,
         broker: Optional[str] = None,
         prefetch: Optional[int] = None,

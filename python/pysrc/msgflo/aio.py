@@ -14,7 +14,7 @@ import functools
 
 from . import _msgflo
 from .message import Message, encode
-from .participant import BATCH, _core_definition, normalize_definition
+from .participant import BATCH, normalize_definition
 
 
 class AsyncParticipant(object):
@@ -78,7 +78,7 @@ async def connect(definition, role, broker=None, prefetch=None, heartbeat=None, 
     d = normalize_definition(definition, role, component=definition.get("component"))
     loop = asyncio.get_running_loop()
     core = await loop.run_in_executor(
-        None, functools.partial(_msgflo.CoreParticipant.connect, _core_definition(d), role, broker, prefetch, heartbeat)
+        None, functools.partial(_msgflo.CoreParticipant.connect, d, role, broker, prefetch, heartbeat)
     )
     p = AsyncParticipant(core, d)
     if announce:
