@@ -174,6 +174,32 @@ impl CoreParticipant {
         py.detach(|| runtime::get().block_on(self.inner.send(port, payload))).map_err(to_py)
     }
 
+    /// Publish without waiting: False when the send would have to wait
+    /// (backpressure, or the broker is away); nothing was sent then.
+    fn try_send(&self, port: &str, payload: Vec<u8>) -> PyResult<bool> {
+        self.check_process()?;
+        let _in_runtime = runtime::get().enter();
+        self.inner.try_send(port, payload).map_err(to_py)
+    }
+
+    /// Publish on the core's runtime and return at once; `resolve(None)`,
+    /// or `resolve(exception)`, is called from a runtime thread when done
+    /// (asyncio passes a callable that hands it to its loop thread-safely).
+    /// The calling thread never waits: for the asyncio API.
+    fn send_async(&self, port: String, payload: Vec<u8>, resolve: Py<PyAny>) -> PyResult<()> {
+        self.check_process()?;
+        let inner = self.inner.clone();
+        runtime::get().spawn(async move {
+            let result = inner.send(&port, payload).await;
+            Python::attach(|py| {
+                let error = result.err().map(|e| to_py(e).into_value(py));
+                // Fails only when the loop is closed: nothing waits any more.
+                let _ = resolve.call1(py, (error,));
+            });
+        });
+        Ok(())
+    }
+
     /// Complete a delivery (None: input that came from no delivery, e.g. an
     /// IIP) from its handler's outcome: `outputs` sent, then ack; or, with
     /// `error`, nack and the error-port rule. The rule is the core's
