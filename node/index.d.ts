@@ -27,7 +27,7 @@ export interface Definition {
 /** Error codes of the core, on `err.code`. */
 export type ErrorCode =
   | 'INVALID_URL' | 'CONNECTION' | 'DECLARATION_CONFLICT' | 'BROKER' | 'UNKNOWN_PORT'
-  | 'ALREADY_COMPLETED' | 'INVALID_DEFINITION' | 'CLOSED' | 'TIMEOUT' | 'HANDLER';
+  | 'ALREADY_COMPLETED' | 'INVALID_DEFINITION' | 'INVALID_PAYLOAD' | 'CLOSED' | 'TIMEOUT' | 'HANDLER';
 
 export interface MsgfloError extends Error { code: ErrorCode | string; }
 

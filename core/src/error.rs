@@ -53,6 +53,11 @@ pub enum Error {
     #[error("invalid definition: {0}")]
     InvalidDefinition(String),
 
+    /// A value to send is not valid JSON (NaN, Infinity, or text that does
+    /// not parse). Nothing was sent.
+    #[error("{0}")]
+    InvalidPayload(String),
+
     /// The participant or transport was stopped; nothing more can be done with it.
     #[error("participant is closed")]
     Closed,
@@ -69,8 +74,11 @@ pub enum Error {
 /// Stable, language-neutral error codes. Bindings expose these as
 /// `err.code` (Node), `exc.code` and exception classes (Python) and
 /// `msgflo::Error::code()` (C++).
+///
+/// Exhaustive on purpose (no `#[non_exhaustive]`): the bindings match every
+/// code without a wildcard, so a new code does not compile until each
+/// binding maps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum ErrorCode {
     InvalidUrl,
     Connection,
@@ -79,6 +87,7 @@ pub enum ErrorCode {
     UnknownPort,
     AlreadyCompleted,
     InvalidDefinition,
+    InvalidPayload,
     Closed,
     Timeout,
     Handler,
@@ -86,7 +95,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for bindings that register one class per code.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::InvalidUrl,
         ErrorCode::Connection,
         ErrorCode::DeclarationConflict,
@@ -94,6 +103,7 @@ impl ErrorCode {
         ErrorCode::UnknownPort,
         ErrorCode::AlreadyCompleted,
         ErrorCode::InvalidDefinition,
+        ErrorCode::InvalidPayload,
         ErrorCode::Closed,
         ErrorCode::Timeout,
         ErrorCode::Handler,
@@ -109,6 +119,7 @@ impl ErrorCode {
             ErrorCode::UnknownPort => "UNKNOWN_PORT",
             ErrorCode::AlreadyCompleted => "ALREADY_COMPLETED",
             ErrorCode::InvalidDefinition => "INVALID_DEFINITION",
+            ErrorCode::InvalidPayload => "INVALID_PAYLOAD",
             ErrorCode::Closed => "CLOSED",
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::Handler => "HANDLER",
@@ -133,6 +144,7 @@ impl Error {
             Error::UnknownPort { .. } => ErrorCode::UnknownPort,
             Error::AlreadyCompleted(_) => ErrorCode::AlreadyCompleted,
             Error::InvalidDefinition(_) => ErrorCode::InvalidDefinition,
+            Error::InvalidPayload(_) => ErrorCode::InvalidPayload,
             Error::Closed => ErrorCode::Closed,
             Error::Timeout(..) => ErrorCode::Timeout,
             Error::Handler(_) => ErrorCode::Handler,

@@ -60,5 +60,5 @@ pub mod transport;
 pub use discovery::{Definition, ParticipantInfo, Port, PortDef};
 pub use error::{Error, ErrorCode, Result};
 pub use message::{Data, Delivery, Message, Payload};
-pub use participant::{Failure, HandlerResult, Options, Outputs, Participant};
+pub use participant::{error_body, Failure, HandlerResult, Options, Outputs, Participant};
 pub use transport::{ConnectOptions, Transport};

@@ -33,6 +33,24 @@ impl Payload {
         Payload(serde_json::to_vec(value).expect("serde_json::Value always serialises"))
     }
 
+    /// The one JSON rule for values a handler returns (every language):
+    /// `text` is what the host's serializer wrote for the value, compact and
+    /// UTF-8 unescaped (Python `json.dumps(v, ensure_ascii=False,
+    /// separators=(",", ":"))`, JavaScript `JSON.stringify`). It is sent as
+    /// it is when it is valid JSON; otherwise (NaN, Infinity, anything that
+    /// does not parse) it is refused with [`Error::InvalidPayload`] and
+    /// nothing is sent. Bytes are never passed through this: they go as they
+    /// are.
+    pub fn json_text(text: impl Into<String>) -> Result<Self> {
+        let text = text.into();
+        match serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+            Ok(_) => Ok(Payload(text.into_bytes())),
+            Err(e) => Err(Error::InvalidPayload(format!(
+                "not JSON, nothing sent: {e} (NaN, Infinity and -Infinity are not JSON numbers; send null or a string)"
+            ))),
+        }
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -233,6 +251,32 @@ impl fmt::Debug for Delivery {
             .field("payload", &self.message.payload)
             .field("settled", &self.is_settled())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod json_rule_tests {
+    use super::*;
+
+    #[test]
+    fn valid_json_passes_unchanged_and_unescaped() {
+        for t in ["{\"text\":\"æ€𝄞\"}", "[1,2.5,null]", "\"x\"", "0", "{\"b\":1,\"a\":2}"] {
+            assert_eq!(Payload::json_text(t).unwrap().as_bytes(), t.as_bytes());
+        }
+    }
+
+    #[test]
+    fn nan_and_infinity_are_refused_with_a_clear_error() {
+        for t in ["NaN", "Infinity", "-Infinity", "{\"x\":NaN}", "[1,Infinity]", "", "{"] {
+            let e = Payload::json_text(t).unwrap_err();
+            assert_eq!(e.code(), crate::ErrorCode::InvalidPayload, "{t}");
+            assert!(e.to_string().starts_with("not JSON, nothing sent: "), "{e}");
+        }
+        assert_eq!(
+            Payload::json_text("NaN").unwrap_err().to_string(),
+            "not JSON, nothing sent: expected value at line 1 column 1 \
+             (NaN, Infinity and -Infinity are not JSON numbers; send null or a string)"
+        );
     }
 }
 

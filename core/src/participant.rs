@@ -48,7 +48,7 @@ pub type Outputs = Vec<(String, Payload)>;
 
 /// A handler's failure: the input is nacked. `outputs` are sent first; when
 /// there are none and the participant has an `error` outport,
-/// `{"error": message}` is sent there.
+/// [`error_body`]`(error)` is sent there (see [`Participant::complete`]).
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub error: String,
@@ -70,6 +70,14 @@ impl<E: std::fmt::Display> From<E> for Failure {
 /// Result of a handler.
 pub type HandlerResult = std::result::Result<Outputs, Failure>;
 
+/// The payload sent on the `error` outport for a failure with `message`:
+/// the JSON object `{"error": message}`, nothing else (every language sends
+/// exactly this; the message is the error's own text, see
+/// docs/architecture.md, "Completing a delivery").
+pub fn error_body(message: &str) -> Payload {
+    Payload::json(&serde_json::json!({ "error": message }))
+}
+
 /// A running participant. Cheap to clone; all clones are one participant.
 #[derive(Clone)]
 pub struct Participant {
@@ -81,12 +89,23 @@ struct Shared {
     transport: Arc<dyn Transport>,
     /// Deliveries of every inport. Locked by whoever is receiving.
     deliveries: Mutex<mpsc::Receiver<Delivery>>,
+    /// Completions queued by [`Participant::complete_in_order`], worked
+    /// through in order by one task; `None` until first used, and after
+    /// `stop` took it.
+    completions: std::sync::Mutex<Option<Completions>>,
+    /// The runtime the participant was connected on (for that task).
+    runtime: tokio::runtime::Handle,
     /// Held by `serve` while it works on a batch, so `stop` can wait for it.
     processing: Mutex<()>,
     heartbeat: Duration,
     /// Cancelled by `stop` (or drop): receiving ends, the heartbeat ends.
     stop: CancellationToken,
     announced: std::sync::atomic::AtomicBool,
+}
+
+struct Completions {
+    tx: mpsc::UnboundedSender<(Arc<Delivery>, HandlerResult)>,
+    done: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Shared {
@@ -98,8 +117,16 @@ impl Drop for Shared {
 impl Participant {
     /// Connect, declare all ports and subscribe to the inports; nothing is
     /// announced yet (see [`Participant::announce`]).
+    /// `options.connect.prefetch` must be at least 1 (0 is refused: it has
+    /// no single meaning across brokers and the original libraries).
     pub async fn connect(definition: &Definition, role: &str, options: Options) -> Result<Self> {
         let info = definition.instantiate(role)?;
+        if options.connect.prefetch == 0 {
+            return Err(Error::InvalidDefinition(format!(
+                "prefetch must be at least 1 (messages in flight per participant; default {})",
+                crate::transport::DEFAULT_PREFETCH
+            )));
+        }
         let url = broker::resolve(options.broker.as_deref());
         let mut connect = options.connect.clone();
         if connect.connection_name == ConnectOptions::default().connection_name {
@@ -123,7 +150,7 @@ impl Participant {
                 transport.declare(&decl).await?;
             }
         }
-        let capacity = usize::from(options.connect.prefetch.max(1));
+        let capacity = usize::from(options.connect.prefetch.max(1)); // 0 refused by connect
         let (tx, rx) = mpsc::channel(capacity);
         for port in &info.inports {
             if let Some(queue) = &port.queue {
@@ -137,6 +164,8 @@ impl Participant {
                 info,
                 transport,
                 deliveries: Mutex::new(rx),
+                completions: std::sync::Mutex::new(None),
+                runtime: tokio::runtime::Handle::current(),
                 processing: Mutex::new(()),
                 stop: CancellationToken::new(),
                 announced: Default::default(),
@@ -266,8 +295,30 @@ impl Participant {
         }
     }
 
-    /// Send a handler's outputs and settle its delivery accordingly.
+    /// Complete a delivery from its handler's outcome: the one place every
+    /// language's handler API ends (Rust `serve`, Python, Node, C++).
+    ///
+    /// - `Ok(outputs)`: each output is sent, then the input is acked (the
+    ///   ack reaches the broker only after the outputs are confirmed).
+    /// - `Err(failure)`: `failure.outputs` are sent, the input is nacked
+    ///   (dead-letter route, never requeued), and when `failure.outputs` is
+    ///   empty and the participant has a visible `error` outport,
+    ///   [`error_body`]`(failure.error)` is sent there.
+    /// - An output that cannot be sent (unknown port, broker refusal) turns
+    ///   success into failure with that error's text (outputs were given, so
+    ///   nothing goes to `error`).
+    /// - A delivery the handler already acked or nacked itself (the
+    ///   msgflo-python/-cpp style) keeps that settlement; the rest applies.
+    ///
+    /// Errors only when the participant is closed.
     pub async fn complete(&self, delivery: &Delivery, result: HandlerResult) -> Result<()> {
+        self.finish(Some(delivery), result).await
+    }
+
+    /// [`Participant::complete`] for input that did not come from the
+    /// broker (an IIP, data a source injects): the same rule, nothing to
+    /// settle.
+    pub async fn finish(&self, delivery: Option<&Delivery>, result: HandlerResult) -> Result<()> {
         let (outputs, failure) = match result {
             Ok(outputs) => (outputs, None),
             Err(f) => (f.outputs, Some(f.error)),
@@ -282,18 +333,51 @@ impl Participant {
             }
         }
         let failure = failure.or(send_failed);
+        let settle = |how: fn(&Delivery) -> Result<()>| match delivery {
+            Some(d) if !d.is_settled() => how(d),
+            _ => Ok(()),
+        };
+        let inport = delivery.map_or("-", |d| d.inport());
         match failure {
-            None => delivery.ack(),
+            None => settle(Delivery::ack),
             Some(error) => {
-                warn!(role = %self.role(), inport = %delivery.inport(), %error, "processing failed; message nacked");
-                if outputs.is_empty() && self.info().outport("error").is_some() {
-                    let body = serde_json::json!({ "error": error });
-                    if let Err(e) = self.send("error", &body).await {
+                warn!(role = %self.role(), %inport, %error, "processing failed; message nacked");
+                if outputs.is_empty() && self.info().outport("error").is_some_and(|p| !p.hidden) {
+                    if let Err(e) = self.send("error", error_body(&error)).await {
                         error!(error = %e, "could not send to the error outport");
                     }
                 }
-                delivery.nack()
+                settle(Delivery::nack)
             }
+        }
+    }
+
+    /// [`Participant::complete`] without waiting, for a host whose thread
+    /// must not block (Node): completions are worked through in the order
+    /// they are given, by one task; a failure to complete is logged.
+    /// [`Participant::stop`] finishes every completion given before it.
+    pub fn complete_in_order(&self, delivery: Arc<Delivery>, result: HandlerResult) {
+        let mut slot = self.shared.completions.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            if self.is_stopped() {
+                drop(delivery); // requeued, as any delivery not handled before stop
+                return;
+            }
+            let (tx, mut rx) = mpsc::unbounded_channel::<(Arc<Delivery>, HandlerResult)>();
+            let weak = Arc::downgrade(&self.shared);
+            let done = self.shared.runtime.spawn(async move {
+                while let Some((delivery, result)) = rx.recv().await {
+                    let Some(shared) = weak.upgrade() else { return };
+                    let p = Participant { shared };
+                    if let Err(e) = p.complete(&delivery, result).await {
+                        warn!(role = %p.role(), error = %e, "could not complete a delivery");
+                    }
+                }
+            });
+            *slot = Some(Completions { tx, done });
+        }
+        if let Some(c) = slot.as_ref() {
+            let _ = c.tx.send((delivery, result));
         }
     }
 
@@ -304,6 +388,11 @@ impl Participant {
         let s = &self.shared;
         s.stop.cancel();
         let _idle = s.processing.lock().await;
+        let completions = s.completions.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(Completions { tx, done }) = completions {
+            drop(tx);
+            let _ = done.await;
+        }
         {
             let mut rx = s.deliveries.lock().await;
             rx.close();
@@ -437,9 +526,76 @@ mod tests {
         let d = p.recv().await.unwrap();
         p.complete(&d, Err(Failure::new("bad input"))).await.unwrap();
         assert_eq!(broker.take("dead").unwrap(), b"\"boom\"");
-        let err: serde_json::Value = serde_json::from_slice(&broker.take("errors").unwrap()).unwrap();
-        assert_eq!(err["error"], "bad input");
+        assert_eq!(broker.take("errors").unwrap(), b"{\"error\":\"bad input\"}");
         assert_eq!(d.ack().unwrap_err().code(), crate::ErrorCode::AlreadyCompleted);
+    }
+
+    #[tokio::test]
+    async fn error_body_is_exactly_the_message() {
+        assert_eq!(error_body("bad \"input\" æ").as_bytes(), "{\"error\":\"bad \\\"input\\\" æ\"}".as_bytes());
+    }
+
+    #[tokio::test]
+    async fn failure_with_outputs_sends_them_not_the_error_body() {
+        let name = unique("b");
+        let p = start(&name, "rep").await;
+        let broker = MemoryBroker::named(&name);
+        for (q, x) in [("out", "rep.OUT"), ("errors", "rep.ERROR"), ("dead", "dead-rep.IN")] {
+            broker.declare_queue(q, None);
+            broker.bind(x, q);
+        }
+        broker.publish(&Target::Queue("rep.IN".into()), b"1");
+        let d = p.recv().await.unwrap();
+        let failure = Failure { error: "partial".into(), outputs: vec![("out".into(), "2".into())] };
+        p.complete(&d, Err(failure)).await.unwrap();
+        assert_eq!(broker.take("out").unwrap(), b"2");
+        assert_eq!(broker.take("dead").unwrap(), b"1");
+        assert!(broker.take("errors").is_none());
+    }
+
+    #[tokio::test]
+    async fn completing_a_delivery_the_handler_settled_keeps_its_settlement() {
+        let name = unique("b");
+        let p = start(&name, "rep").await;
+        let broker = MemoryBroker::named(&name);
+        for (q, x) in [("errors", "rep.ERROR"), ("dead", "dead-rep.IN")] {
+            broker.declare_queue(q, None);
+            broker.bind(x, q);
+        }
+        broker.publish(&Target::Queue("rep.IN".into()), b"1");
+        let d = p.recv().await.unwrap();
+        d.ack().unwrap();
+        p.complete(&d, Err(Failure::new("after ack"))).await.unwrap();
+        assert!(broker.take("dead").is_none(), "acked stays acked");
+        assert_eq!(broker.take("errors").unwrap(), error_body("after ack").as_bytes());
+        // Input that came from no delivery (an IIP) follows the same rule.
+        p.finish(None, Err(Failure::new("iip"))).await.unwrap();
+        assert_eq!(broker.take("errors").unwrap(), error_body("iip").as_bytes());
+    }
+
+    #[tokio::test]
+    async fn complete_in_order_keeps_order_and_stop_finishes_it() {
+        let name = unique("b");
+        let p = start(&name, "rep").await;
+        let broker = MemoryBroker::named(&name);
+        broker.declare_queue("sink", None);
+        broker.bind("rep.OUT", "sink");
+        for i in 0..200 {
+            broker.publish(&Target::Queue("rep.IN".into()), i.to_string().as_bytes());
+        }
+        let mut n = 0;
+        while n < 200 {
+            for d in p.recv_batch_timeout(64, Duration::from_secs(5)).await {
+                let out = d.payload().clone();
+                p.complete_in_order(Arc::new(d), Ok(vec![("out".into(), out)]));
+                n += 1;
+            }
+        }
+        p.stop().await.unwrap();
+        let got: Vec<Vec<u8>> = std::iter::from_fn(|| broker.take("sink")).collect();
+        let want: Vec<Vec<u8>> = (0..200).map(|i: i32| i.to_string().into_bytes()).collect();
+        assert_eq!(got, want);
+        assert_eq!(broker.unacked_len("rep.IN"), Some(0));
     }
 
     #[tokio::test]

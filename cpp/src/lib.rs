@@ -14,16 +14,38 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use msgflo::{Definition, Delivery, Options, Participant};
+use msgflo::{Definition, Delivery, Options, Participant, PortDef};
 
 #[cxx::bridge(namespace = "msgflo::ffi")]
 mod ffi {
+    /// A port, typed (empty strings: not given).
+    struct PortArg {
+        id: String,
+        type_: String,
+        queue: String,
+        hidden: bool,
+        persistent: bool,
+    }
+
+    /// A definition, typed (empty strings: not given; the core fills
+    /// queues, the id and defaults).
+    struct DefinitionArg {
+        component: String,
+        label: String,
+        icon: String,
+        id: String,
+        inports: Vec<PortArg>,
+        outports: Vec<PortArg>,
+    }
+
     extern "Rust" {
         type CoreParticipant;
         type CoreBatch;
         type CoreDelivery;
 
-        fn connect(definition_json: &str, role: &str, broker: &str, prefetch: u16) -> Result<Box<CoreParticipant>>;
+        fn connect(definition: &DefinitionArg, role: &str, broker: &str, prefetch: u16) -> Result<Box<CoreParticipant>>;
+        fn resolve_broker(url: &str) -> String;
+        fn default_prefetch() -> u16;
         fn announce(self: &CoreParticipant) -> Result<()>;
         fn discovery(self: &CoreParticipant) -> String;
         fn id(self: &CoreParticipant) -> String;
@@ -32,6 +54,8 @@ mod ffi {
         fn stopped(self: &CoreParticipant) -> bool;
         fn recv_batch(self: &CoreParticipant, max: usize, timeout_ms: u32) -> Result<Box<CoreBatch>>;
         fn send(self: &CoreParticipant, port: &str, payload: &[u8]) -> Result<()>;
+        fn send_json(self: &CoreParticipant, port: &str, json: &str) -> Result<()>;
+        fn fail(self: &CoreParticipant, delivery: &CoreDelivery, error: &str) -> Result<()>;
         fn stop(self: &CoreParticipant) -> Result<()>;
 
         fn len(self: &CoreBatch) -> usize;
@@ -71,16 +95,46 @@ pub struct CoreDelivery {
     inner: Delivery,
 }
 
-fn connect(definition_json: &str, role: &str, broker: &str, prefetch: u16) -> Res<Box<CoreParticipant>> {
+fn given(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+fn port(p: &ffi::PortArg) -> PortDef {
+    PortDef {
+        id: p.id.clone(),
+        type_: given(&p.type_).unwrap_or_else(|| "any".into()),
+        queue: given(&p.queue),
+        description: None,
+        schema: None,
+        hidden: p.hidden,
+        persistent: (!p.persistent).then_some(false),
+    }
+}
+
+fn connect(def: &ffi::DefinitionArg, role: &str, broker: &str, prefetch: u16) -> Res<Box<CoreParticipant>> {
     guard(|| {
-        let def = Definition::from_json(definition_json).map_err(err)?;
-        let mut options = Options { broker: (!broker.is_empty()).then(|| broker.to_owned()), ..Default::default() };
-        if prefetch > 0 {
-            options.connect.prefetch = prefetch;
-        }
+        let def = Definition {
+            component: def.component.clone(),
+            label: given(&def.label),
+            icon: given(&def.icon),
+            id: given(&def.id),
+            inports: def.inports.iter().map(port).collect(),
+            outports: def.outports.iter().map(port).collect(),
+        };
+        let mut options = Options { broker: given(broker), ..Default::default() };
+        options.connect.prefetch = prefetch;
         let inner = runtime().block_on(Participant::connect(&def, role, options)).map_err(err)?;
         Ok(Box::new(CoreParticipant { inner }))
     })
+}
+
+/// The broker URL the core uses for `url` (empty: from the environment).
+fn resolve_broker(url: &str) -> String {
+    msgflo::broker::resolve(given(url).as_deref())
+}
+
+fn default_prefetch() -> u16 {
+    msgflo::transport::DEFAULT_PREFETCH
 }
 
 impl CoreParticipant {
@@ -121,6 +175,22 @@ impl CoreParticipant {
 
     fn send(&self, port: &str, payload: &[u8]) -> Res<()> {
         guard(|| runtime().block_on(self.inner.send(port, payload)).map_err(err))
+    }
+
+    /// Send JSON text by the core's JSON rule (refused, nothing sent, when
+    /// it is not valid JSON, e.g. NaN).
+    fn send_json(&self, port: &str, json: &str) -> Res<()> {
+        guard(|| {
+            let payload = msgflo::Payload::json_text(json).map_err(err)?;
+            runtime().block_on(self.inner.send(port, payload)).map_err(err)
+        })
+    }
+
+    /// A handler failed on `delivery`: nack (unless it settled it itself)
+    /// and the error-port rule, as the core's `Participant::complete`.
+    fn fail(&self, delivery: &CoreDelivery, error: &str) -> Res<()> {
+        let failure = Err(msgflo::Failure::new(error));
+        guard(|| runtime().block_on(self.inner.complete(&delivery.inner, failure)).map_err(err))
     }
 
     fn stop(&self) -> Res<()> {

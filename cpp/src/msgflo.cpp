@@ -26,49 +26,35 @@ Error translate(const rust::Error &e) {
     return Error("ERROR", what);
 }
 
-std::string jsonString(const std::string &s) {
-    std::string out = "\"";
-    for (std::string::size_type i = 0; i < s.size(); ++i) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-            if (c < 0x20) {
-                char buf[8];
-                std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                out += buf;
-            } else {
-                out += static_cast<char>(c);
-            }
-        }
-    }
-    return out + "\"";
+bool listed(const std::vector<std::string> &ids, const std::string &id) {
+    for (std::size_t i = 0; i < ids.size(); ++i)
+        if (ids[i] == id) return true;
+    return false;
 }
 
-std::string portsJson(const std::vector<Definition::Port> &ports) {
-    std::string out = "[";
+rust::Vec<ffi::PortArg> portArgs(const std::vector<Definition::Port> &ports, const Definition &d) {
+    rust::Vec<ffi::PortArg> out;
     for (std::size_t i = 0; i < ports.size(); ++i) {
-        const Definition::Port &p = ports[i];
-        if (i) out += ",";
-        out += "{\"id\":" + jsonString(p.id) + ",\"type\":" + jsonString(p.type.empty() ? "any" : p.type);
-        if (!p.queue.empty()) out += ",\"queue\":" + jsonString(p.queue);
-        out += "}";
+        ffi::PortArg a;
+        a.id = ports[i].id;
+        a.type_ = ports[i].type;
+        a.queue = ports[i].queue;
+        a.hidden = listed(d.hiddenPorts, ports[i].id);
+        a.persistent = !listed(d.transientPorts, ports[i].id);
+        out.push_back(std::move(a));
     }
-    return out + "]";
+    return out;
 }
 
-std::string definitionJson(const Definition &d) {
-    std::string out = "{\"component\":" + jsonString(d.component);
-    if (!d.id.empty()) out += ",\"id\":" + jsonString(d.id);
-    if (!d.label.empty()) out += ",\"label\":" + jsonString(d.label);
-    if (!d.icon.empty()) out += ",\"icon\":" + jsonString(d.icon);
-    out += ",\"inports\":" + portsJson(d.inports);
-    out += ",\"outports\":" + portsJson(d.outports);
-    return out + "}";
+ffi::DefinitionArg definitionArg(const Definition &d) {
+    ffi::DefinitionArg a;
+    a.component = d.component;
+    a.label = d.label;
+    a.icon = d.icon;
+    a.id = d.id;
+    a.inports = portArgs(d.inports, d);
+    a.outports = portArgs(d.outports, d);
+    return a;
 }
 
 rust::Str str(const std::string &s) { return rust::Str(s.data(), s.size()); }
@@ -93,6 +79,7 @@ public:
         try { d_->nack(); } catch (const rust::Error &e) { throw translate(e); }
     }
     bool settled() const override { return d_->settled(); }
+    const ffi::CoreDelivery &delivery() const { return *d_; }
 
 private:
     rust::Box<ffi::CoreDelivery> d_;
@@ -101,14 +88,12 @@ private:
 class ParticipantImpl : public Participant {
 public:
     ParticipantImpl(const Definition &def, MessageHandler handler, const EngineConfig &config)
-        : core_(connect(def, config)), def_(def), handler_(handler), hasErrorPort_(false) {
+        : core_(connect(def, config)), def_(def), handler_(handler) {
         def_.id = std::string(core_->id());
         for (std::size_t i = 0; i < def_.inports.size(); ++i)
             def_.inports[i].queue = std::string(core_->queue(true, str(def_.inports[i].id)));
-        for (std::size_t i = 0; i < def_.outports.size(); ++i) {
+        for (std::size_t i = 0; i < def_.outports.size(); ++i)
             def_.outports[i].queue = std::string(core_->queue(false, str(def_.outports[i].id)));
-            if (def_.outports[i].id == "error") hasErrorPort_ = true;
-        }
     }
 
     void send(const std::string &port, const std::string &payload) override {
@@ -118,6 +103,14 @@ public:
     void send(const std::string &port, const char *data, uint64_t length) override {
         try {
             core_->send(str(port), rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t *>(data), length));
+        } catch (const rust::Error &e) {
+            throw translate(e);
+        }
+    }
+
+    void sendJson(const std::string &port, const std::string &json) override {
+        try {
+            core_->send_json(str(port), str(json));
         } catch (const rust::Error &e) {
             throw translate(e);
         }
@@ -157,7 +150,7 @@ public:
 private:
     static rust::Box<ffi::CoreParticipant> connect(const Definition &def, const EngineConfig &config) {
         try {
-            return ffi::connect(str(definitionJson(def)), str(def.role), str(config.url()), config.prefetch());
+            return ffi::connect(definitionArg(def), str(def.role), str(config.url()), config.prefetch());
         } catch (const rust::Error &e) {
             throw translate(e);
         }
@@ -185,9 +178,9 @@ private:
         std::fprintf(stderr, "msgflo: %s: handler failed on %s: %s; message nacked\n", def_.role.c_str(),
                      msg.port().c_str(), failure.c_str());
         try {
-            if (!msg.settled()) msg.nack();
-            if (hasErrorPort_) send("error", "{\"error\":" + jsonString(failure) + "}");
-        } catch (const std::exception &e) {
+            // nack + {"error": ...} on an "error" outport: the core's rule.
+            core_->fail(msg.delivery(), str(failure));
+        } catch (const rust::Error &e) {
             std::fprintf(stderr, "msgflo: %s: %s\n", def_.role.c_str(), e.what());
         }
     }
@@ -196,7 +189,6 @@ private:
     Definition def_;
     std::mutex mutex_;
     MessageHandler handler_;
-    bool hasErrorPort_;
 };
 
 class EngineImpl : public Engine {
@@ -238,7 +230,8 @@ public:
 
     std::string broker() const override {
         std::lock_guard<std::mutex> lock(mutex_);
-        return participants_.empty() ? config_.url() : participants_.front()->broker();
+        return participants_.empty() ? std::string(ffi::resolve_broker(str(config_.url())))
+                                     : participants_.front()->broker();
     }
 
 private:
@@ -250,16 +243,7 @@ private:
 
 } // namespace
 
-EngineConfig::EngineConfig() : prefetch_(0) {
-    const char *names[] = {"MSGFLO_BROKER", "CLOUDAMQP_URL"};
-    for (std::size_t i = 0; i < 2; ++i) {
-        const char *v = std::getenv(names[i]);
-        if (v && *v) {
-            url_ = v;
-            break;
-        }
-    }
-}
+EngineConfig::EngineConfig() : prefetch_(ffi::default_prefetch()) {}
 
 EngineConfig &EngineConfig::url(const std::string &url) {
     url_ = url;

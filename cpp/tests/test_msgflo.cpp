@@ -147,22 +147,24 @@ int main() {
             CHECK(rig.out.waitFor(1));
             CHECK(rig.out.items[0] == "\"fine\"");
             CHECK(rig.errors.waitFor(1));
-            CHECK(rig.errors.items[0].find("boom requested") != std::string::npos);
+            CHECK(rig.errors.items[0] == "{\"error\":\"boom requested\"}"); // the core's error body
         });
 
-        run("unknown port and second ack are msgflo::Error with codes" + on, [&] {
+        run("unknown port, second ack and NaN JSON are msgflo::Error with codes" + on, [&] {
             std::atomic<int> codes(0);
             msgflo::Participant *self = nullptr;
             Rig rig(broker, [&](msgflo::Message *m) {
                 m->ack();
                 try { m->ack(); } catch (const msgflo::Error &e) { if (e.code() == "ALREADY_COMPLETED") codes++; }
                 try { self->send("nope", "1"); } catch (const msgflo::Error &e) { if (e.code() == "UNKNOWN_PORT") codes++; }
-                self->send("out", "1");
+                try { self->sendJson("out", "NaN"); } catch (const msgflo::Error &e) { if (e.code() == "INVALID_PAYLOAD") codes++; }
+                self->sendJson("out", "{\"text\":\"\u00e6\"}");
             });
             self = rig.subject;
             rig.driver->send("to", "1");
             CHECK(rig.out.waitFor(1));
-            CHECK(codes == 2);
+            CHECK(codes == 3);
+            CHECK(rig.out.items[0] == "{\"text\":\"\u00e6\"}"); // NaN was not sent
         });
 
         run("send is safe from several threads at once" + on, [&] {
@@ -190,6 +192,28 @@ int main() {
         try { msgflo::createEngine(msgflo::EngineConfig().url("amqp://127.0.0.1:1"))->registerParticipant(def); }
         catch (const std::runtime_error &e) { code = dynamic_cast<const msgflo::Error &>(e).code(); }
         CHECK(code == "CONNECTION");
+        code.clear();
+        try { msgflo::createEngine(msgflo::EngineConfig().prefetch(0))->registerParticipant(def); }
+        catch (const msgflo::Error &e) { code = e.code(); }
+        CHECK(code == "INVALID_DEFINITION"); // prefetch 0 is refused, in every language
+        CHECK(msgflo::EngineConfig().prefetch() > 0);
+    });
+
+    run("hidden and transient ports, typed definition (aggregate Port init unchanged)", [&] {
+        msgflo::Definition def;
+        def.component = "Typed";
+        def.role = unique("typed");
+        def.inports = {{"in", "any", ""}};
+        def.outports = {{"out", "any", ""}, {"tmp", "", ""}};
+        def.hiddenPorts = {"out"};
+        def.transientPorts = {"tmp"};
+        auto engine = msgflo::createEngine(msgflo::EngineConfig().url(env("MSGFLO_TEST_MQTT", "mqtt://127.0.0.1:1883")));
+        msgflo::Participant *p = engine->registerParticipant(def);
+        CHECK(p->definition().inports[0].queue == def.role + ".IN");
+        CHECK(p->definition().outports[0].queue.empty()); // hidden: no queue
+        CHECK(p->definition().outports[1].queue == def.role + ".TMP");
+        CHECK(p->discovery().find("\"out\"") == std::string::npos); // hidden: not announced
+        CHECK(p->discovery().find("\"queue\":\"" + def.role + ".TMP\"") != std::string::npos);
     });
 
     std::cout << passed << " passed, " << failed << " failed" << std::endl;

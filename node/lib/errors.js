@@ -32,6 +32,12 @@ async function wait(promise) {
   }
 }
 
+// The text of a handler's failure, for the core's error body: an Error's
+// message, else the thrown value as a string.
+function errorText(err) {
+  return String(err && err.message !== undefined ? err.message : err);
+}
+
 class MsgfloError extends Error {
   constructor(message, code) {
     super(message);
@@ -39,4 +45,4 @@ class MsgfloError extends Error {
   }
 }
 
-module.exports = { fromCore, call, wait, MsgfloError };
+module.exports = { fromCore, call, wait, errorText, MsgfloError };

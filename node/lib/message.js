@@ -1,5 +1,12 @@
 'use strict';
 const { call } = require('./errors');
+const native = require('./native');
+
+// JSON.stringify writes null for NaN and Infinity; they are marked instead
+// and handed to the core as the bare tokens, which its JSON rule refuses.
+const NON_FINITE = 'msgflo:non-finite:';
+const NON_FINITE_TEXT = /"\\u0000msgflo:non-finite:(NaN|-?Infinity)"/g;
+const markNonFinite = (key, v) => (typeof v === 'number' && !Number.isFinite(v) ? '\u0000' + NON_FINITE + v : v);
 
 // JSON if it parses, else the text, else (invalid UTF-8) the Buffer.
 function decode(buf) {
@@ -20,12 +27,13 @@ function isJsonText(buf) {
   }
 }
 
-// Buffers as they are, anything else as JSON.
+// Buffers as they are, anything else as JSON by the core's rule (UTF-8
+// unescaped; NaN and Infinity throw INVALID_PAYLOAD and nothing is sent).
 function encode(data) {
   if (Buffer.isBuffer(data)) return data;
   if (data instanceof Uint8Array) return Buffer.from(data);
-  const text = JSON.stringify(data === undefined ? null : data);
-  return Buffer.from(text, 'utf8');
+  const text = JSON.stringify(data === undefined ? null : data, markNonFinite);
+  return call(() => native.jsonPayload(text === undefined ? 'null' : text.replace(NON_FINITE_TEXT, '$1')));
 }
 
 class Message {

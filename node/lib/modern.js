@@ -7,9 +7,9 @@
 //   for await (const msg of p) { await p.send('out', msg.payload); msg.ack(); }
 
 const native = require('./native');
-const { wait, call } = require('./errors');
+const { wait, call, errorText } = require('./errors');
 const { Message, encode } = require('./message');
-const { coreDefinition, instantiateDefinition } = require('./participant');
+const { instantiateDefinition } = require('./participant');
 
 class AsyncParticipant {
   constructor(core, definition) {
@@ -48,19 +48,20 @@ class AsyncParticipant {
   }
 
   // Serve with an (async) handler returning {outport: data, ...} or nothing.
-  // A throw or rejection nacks the message (and sends {error} to an `error`
-  // outport if there is one); serving goes on. Resolves when stopped.
+  // The core completes each message: outputs sent then ack, or on a throw
+  // or rejection nack and {"error": message} to an `error` outport if there
+  // is one. Serving goes on; resolves when stopped.
   async serve(handler) {
-    const hasError = this.definition.outports.some((p) => p.id === 'error');
     for await (const msg of this) {
+      let outputs = [];
+      let error = null;
       try {
         const out = await handler(msg);
-        for (const [port, data] of Object.entries(out || {})) await this.send(port, data);
-        if (!msg.settled) msg.ack();
+        outputs = Object.entries(out || {}).map(([port, data]) => ({ port, payload: encode(data) }));
       } catch (e) {
-        if (!msg.settled) msg.nack();
-        if (hasError) await this.send('error', { error: String(e && e.message ? e.message : e) }).catch(() => {});
+        error = errorText(e);
       }
+      call(() => this._core.completeInOrder(msg._delivery, outputs, error));
     }
   }
 
@@ -72,7 +73,7 @@ class AsyncParticipant {
 async function connect(definition, role, options = {}) {
   const def = instantiateDefinition(definition, role);
   const core = await wait(native.CoreParticipant.connect(
-    coreDefinition(def), role, options.broker, options.prefetch, options.heartbeat,
+    def, role, options.broker, options.prefetch, options.heartbeat,
   ));
   def.id = core.id;
   const p = new AsyncParticipant(core, def);

@@ -13,7 +13,7 @@
 
 const { EventEmitter } = require('events');
 const native = require('./native');
-const { wait, call } = require('./errors');
+const { wait, call, errorText } = require('./errors');
 const { Message, encode } = require('./message');
 
 const BATCH = 256;
@@ -25,34 +25,14 @@ function brokerUrl(client) {
   return client.address || client.url || client.broker;
 }
 
-// The definition as the core takes it (the core fills queues and the id).
-function coreDefinition(def) {
-  const port = (p) => {
-    const out = { id: p.id, type: p.type || 'any' };
-    for (const k of ['queue', 'description', 'hidden', 'persistent']) {
-      if (p[k] !== undefined && p[k] !== null) out[k] = p[k];
-    }
-    if (typeof p.schema === 'string') out.schema = p.schema;
-    return out;
-  };
-  const out = {
-    component: def.component,
-    label: def.label,
-    icon: def.icon,
-    inports: (def.inports || []).map(port),
-    outports: (def.outports || []).map(port),
-  };
-  if (def.id) out.id = def.id;
-  return JSON.stringify(out);
-}
-
-// msgflo-nodejs's instantiateDefinition: role, id, queues, hidden:false.
+// msgflo-nodejs's instantiateDefinition: role, queues (the core's default
+// names), hidden:false. The id is the core's once started.
 function instantiateDefinition(d, role) {
   const def = JSON.parse(JSON.stringify(d));
   def.role = role;
   const addQueues = (ports) => (ports || []).map((p) => {
     if (p.hidden === undefined) p.hidden = false;
-    if (!p.queue && !p.hidden) p.queue = role + '.' + p.id.toUpperCase();
+    if (!p.queue && !p.hidden) p.queue = native.defaultQueue(role, String(p.id));
     return p;
   });
   def.inports = addQueues(def.inports);
@@ -86,7 +66,7 @@ class Participant extends EventEmitter {
   async _start() {
     const opts = this.options;
     this._core = await wait(native.CoreParticipant.connect(
-      coreDefinition(this.definition), this.definition.role, this.broker, opts.prefetch, opts.heartbeat,
+      this.definition, this.definition.role, this.broker, opts.prefetch, opts.heartbeat,
     ));
     this.definition.id = this._core.id;
     this.running = true;
@@ -122,20 +102,17 @@ class Participant extends EventEmitter {
     }
   }
 
+  // Hand the handler's outcome to the core, which sends the outputs and
+  // acks, or nacks and applies the error-port rule (in message order).
   _onDelivery(msg) {
     let answered = false;
-    const settle = (err, sentData) => {
-      if (err) {
-        console.error('msgflo: %s failed on %s: %s; message nacked', this.definition.role, msg.inport, err.message || err);
-        msg.nack();
-        if (!sentData) this._reportError(err);
-      } else {
-        msg.ack();
+    const complete = (outputs, err) => {
+      if (err) console.error('msgflo: %s failed on %s: %s; message nacked', this.definition.role, msg.inport, errorText(err));
+      try {
+        call(() => this._core.completeInOrder(msg._delivery, outputs, err ? errorText(err) : null));
+      } catch (e) {
+        console.error('msgflo:', e.message);
       }
-    };
-    const failed = (e) => {
-      console.error('msgflo: %s: %s; message nacked', this.definition.role, e.message);
-      if (!msg.settled) msg.nack();
     };
     const callback = (outport, err, data) => {
       if (answered) {
@@ -152,48 +129,44 @@ class Participant extends EventEmitter {
       }
       answered = true;
       const hasData = data !== undefined && data !== null;
-      let pending = null;
-      try {
-        // Input that was not JSON, handed back as it came: send its bytes
-        // unchanged (JSON-encoding the text would change the payload).
-        const raw = (data === msg.data && !msg.isJson) ? msg.payload : undefined;
-        // Synchronous unless there is backpressure: no Promise per message.
-        // callback() with no outport and no data: a sink is done; ack.
-        const nothing = (outport === undefined || outport === null) && !hasData;
-        if (!nothing && (!err || hasData)) pending = this._emitOut(outport, data, raw);
-      } catch (e) {
-        return failed(e);
+      // callback() with no outport and no data: a sink is done; ack.
+      const nothing = (outport === undefined || outport === null) && !hasData;
+      let outputs = [];
+      if (!nothing && (!err || hasData)) {
+        try {
+          // Input that was not JSON, handed back as it came: its bytes
+          // unchanged (JSON-encoding the text would change the payload).
+          const raw = (data === msg.data && !msg.isJson) ? msg.payload : undefined;
+          outputs = [this._output(outport, data, raw)];
+        } catch (e) {
+          return complete([], e);
+        }
       }
-      if (pending) pending.then(() => settle(err, hasData), failed);
-      else settle(err, hasData);
+      complete(outputs, err || null);
     };
     try {
       this.func(msg.inport, msg.data, callback);
     } catch (e) {
-      console.error('msgflo: %s threw on %s: %s; message nacked', this.definition.role, msg.inport, e && e.stack ? e.stack : e);
+      console.error('msgflo: %s threw on %s: %s', this.definition.role, msg.inport, e && e.stack ? e.stack : e);
       if (!answered) {
         answered = true;
-        msg.nack();
-        this._reportError(e);
+        complete([], e);
       }
     }
   }
 
-  // {"error": message} on an `error` outport, when the definition has one.
-  _reportError(err) {
-    if (!findPort(this.definition, 'outport', 'error')) return;
-    try {
-      const p = this._emitOut('error', { error: String(err && err.message ? err.message : err) });
-      if (p) p.catch((e) => console.error('msgflo:', e.message));
-    } catch (e) {
-      console.error('msgflo: could not send to the error outport:', e.message);
-    }
+  // An output for the core: the 'data' event, and the bytes (`raw` when
+  // given, else `data` encoded). The core refuses unknown ports.
+  _output(outport, data, raw) {
+    const port = findPort(this.definition, 'outport', outport);
+    if (port) this.emit('data', port.id, data);
+    return { port: String(outport), payload: raw || encode(data) };
   }
 
-  // Emit on an outport: 'data' event, and publish when it has a queue
-  // (`raw` bytes when given, else `data` encoded). Returns null when done, or a Promise when the core applies backpressure.
-  // Throws for an unknown outport.
-  _emitOut(outport, data, raw) {
+  // Emit on an outport now (not completing a delivery): 'data' event, and
+  // publish when it has a queue. Returns null when done, or a Promise when
+  // the core applies backpressure. Throws for an unknown outport.
+  _emitOut(outport, data) {
     const port = findPort(this.definition, 'outport', outport);
     if (!port) {
       const e = new Error('role ' + this.definition.role + ' has no outport ' + JSON.stringify(outport));
@@ -202,7 +175,7 @@ class Participant extends EventEmitter {
     }
     this.emit('data', port.id, data);
     if (!port.queue) return null;
-    const buf = raw || encode(data);
+    const buf = encode(data);
     if (call(() => this._core.trySend(port.id, buf))) return null;
     return wait(this._core.send(port.id, buf));
   }
@@ -231,4 +204,4 @@ function startParticipant(library, client, componentName, id, callback) {
   part.start((err) => callback(err, part));
 }
 
-module.exports = { Participant, instantiateDefinition, startParticipant, coreDefinition };
+module.exports = { Participant, instantiateDefinition, startParticipant };

@@ -8,7 +8,7 @@
 //!
 //! | core `ErrorCode` | JS `err.code` |
 //! |---|---|
-//! | each code | its name: `INVALID_URL`, `CONNECTION`, `DECLARATION_CONFLICT`, `BROKER`, `UNKNOWN_PORT`, `ALREADY_COMPLETED`, `INVALID_DEFINITION`, `CLOSED`, `TIMEOUT`, `HANDLER` |
+//! | each code | its name: `INVALID_URL`, `CONNECTION`, `DECLARATION_CONFLICT`, `BROKER`, `UNKNOWN_PORT`, `ALREADY_COMPLETED`, `INVALID_DEFINITION`, `INVALID_PAYLOAD`, `CLOSED`, `TIMEOUT`, `HANDLER` |
 
 use msgflo::ErrorCode;
 
@@ -24,10 +24,10 @@ fn code(c: ErrorCode) -> &'static str {
         | ErrorCode::UnknownPort
         | ErrorCode::AlreadyCompleted
         | ErrorCode::InvalidDefinition
+        | ErrorCode::InvalidPayload
         | ErrorCode::Closed
         | ErrorCode::Timeout
         | ErrorCode::Handler => c.as_str(),
-        _ => "ERROR",
     }
 }
 

@@ -8,7 +8,7 @@ use crate::error::{to_js, Result};
 /// One received message and its once-only ack/nack.
 #[napi]
 pub struct CoreDelivery {
-    pub(crate) inner: msgflo::Delivery,
+    pub(crate) inner: std::sync::Arc<msgflo::Delivery>,
 }
 
 #[napi]
@@ -46,4 +46,12 @@ impl CoreDelivery {
     pub fn nack(&self) -> Result<()> {
         self.inner.nack().map_err(to_js)
     }
+}
+
+/// The payload for JSON text `JSON.stringify` wrote for a value: the core's
+/// JSON rule (`Payload::json_text`) refuses NaN/Infinity (INVALID_PAYLOAD).
+#[napi(catch_unwind)]
+pub fn json_payload(text: String) -> Result<Buffer> {
+    let payload = msgflo::Payload::json_text(text).map_err(to_js)?;
+    Ok(payload.into_bytes().into())
 }

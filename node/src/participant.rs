@@ -2,12 +2,76 @@
 
 use std::time::Duration;
 
-use msgflo::{Definition, Options, Participant};
+use msgflo::{Definition, Options, Participant, PortDef};
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 
 use crate::error::{to_js, usage, Result};
 use crate::message::CoreDelivery;
+
+/// A port as msgflo-nodejs definitions give it (other keys are ignored).
+#[napi(object)]
+pub struct PortArg {
+    pub id: String,
+    #[napi(js_name = "type")]
+    pub type_: Option<String>,
+    pub queue: Option<String>,
+    pub description: Option<String>,
+    /// Only a string schema is announced.
+    pub schema: Option<serde_json::Value>,
+    pub hidden: Option<bool>,
+    pub persistent: Option<bool>,
+}
+
+/// A definition as msgflo-nodejs gives it (other keys are ignored).
+#[napi(object)]
+pub struct DefinitionArg {
+    pub component: String,
+    pub label: Option<String>,
+    pub icon: Option<String>,
+    pub id: Option<String>,
+    pub inports: Option<Vec<PortArg>>,
+    pub outports: Option<Vec<PortArg>>,
+}
+
+fn port(p: PortArg) -> PortDef {
+    PortDef {
+        id: p.id,
+        type_: p.type_.unwrap_or_else(|| "any".into()),
+        queue: p.queue,
+        description: p.description,
+        schema: match p.schema {
+            Some(serde_json::Value::String(s)) => Some(s),
+            _ => None,
+        },
+        hidden: p.hidden.unwrap_or(false),
+        persistent: p.persistent,
+    }
+}
+
+fn definition(d: DefinitionArg) -> Definition {
+    Definition {
+        component: d.component,
+        label: d.label,
+        icon: d.icon,
+        id: d.id.filter(|id| !id.is_empty()),
+        inports: d.inports.unwrap_or_default().into_iter().map(port).collect(),
+        outports: d.outports.unwrap_or_default().into_iter().map(port).collect(),
+    }
+}
+
+/// The queue the core gives port `port_id` of `role` when none is set.
+#[napi(catch_unwind)]
+pub fn default_queue(role: String, port_id: String) -> String {
+    msgflo::discovery::default_queue(&role, &port_id)
+}
+
+/// One output of a handler: bytes for an outport.
+#[napi(object)]
+pub struct Output {
+    pub port: String,
+    pub payload: Buffer,
+}
 
 #[napi]
 pub struct CoreParticipant {
@@ -19,16 +83,16 @@ impl CoreParticipant {
     /// Connect, declare every port, subscribe; nothing announced yet.
     #[napi(factory)]
     pub async fn connect(
-        definition_json: String,
+        definition: DefinitionArg,
         role: String,
         broker: Option<String>,
         prefetch: Option<u32>,
         heartbeat_secs: Option<f64>,
     ) -> Result<CoreParticipant> {
-        let definition = Definition::from_json(&definition_json).map_err(to_js)?;
+        let definition = self::definition(definition);
         let mut options = Options { broker, ..Default::default() };
         if let Some(p) = prefetch {
-            options.connect.prefetch = u16::try_from(p.max(1)).map_err(|_| usage("prefetch must be at most 65535"))?;
+            options.connect.prefetch = u16::try_from(p).map_err(|_| usage("prefetch must be at most 65535"))?;
         }
         if let Some(h) = heartbeat_secs {
             if !(h.is_finite() && h > 0.0) {
@@ -78,7 +142,7 @@ impl CoreParticipant {
     #[napi]
     pub async fn recv_batch(&self, max: u32, timeout_ms: u32) -> Vec<CoreDelivery> {
         let batch = self.inner.recv_batch_timeout(max as usize, Duration::from_millis(timeout_ms.into())).await;
-        batch.into_iter().map(|inner| CoreDelivery { inner }).collect()
+        batch.into_iter().map(|d| CoreDelivery { inner: d.into() }).collect()
     }
 
     /// Publish without waiting; false when it would have to wait
@@ -92,6 +156,20 @@ impl CoreParticipant {
     #[napi]
     pub async fn send(&self, port: String, payload: Buffer) -> Result<()> {
         self.inner.send(&port, payload.to_vec()).await.map_err(to_js)
+    }
+
+    /// Complete a delivery from its handler's outcome, without waiting:
+    /// `outputs` sent, then ack; or, with `error`, nack and the error-port
+    /// rule (the core's `Participant::complete`). Completions happen in the
+    /// order they are given; `stop` finishes them first.
+    #[napi(catch_unwind)]
+    pub fn complete_in_order(&self, delivery: &CoreDelivery, outputs: Vec<Output>, error: Option<String>) {
+        let outputs: msgflo::Outputs = outputs.into_iter().map(|o| (o.port, o.payload.to_vec().into())).collect();
+        let result = match error {
+            None => Ok(outputs),
+            Some(error) => Err(msgflo::Failure { error, outputs }),
+        };
+        self.inner.complete_in_order(delivery.inner.clone(), result);
     }
 
     /// Stop receiving, requeue what was not handled, wait for outputs and

@@ -67,10 +67,10 @@ impl CoreClient {
         let mut rx = self.rx.lock().await;
         let mut out = Vec::new();
         if let Ok(Some(d)) = tokio::time::timeout(Duration::from_millis(timeout_ms.into()), rx.recv()).await {
-            out.push(CoreDelivery { inner: d });
+            out.push(CoreDelivery { inner: d.into() });
             while out.len() < max.max(1) as usize {
                 match rx.try_recv() {
-                    Ok(d) => out.push(CoreDelivery { inner: d }),
+                    Ok(d) => out.push(CoreDelivery { inner: d.into() }),
                     Err(_) => break,
                 }
             }

@@ -187,3 +187,76 @@ test('getBroker: roundrobin edges with a dead-letter route, and discovery for se
   for (const c of [broker, ...observers]) await p((cb) => c.disconnect(cb));
   await cleanup([src + '.OUT', 'out-' + src + '.OUT', work + '.IN', 'dead-' + work + '.IN', dead + '.IN']);
 });
+
+test('a failure nacks and sends exactly the core error body, in both APIs (AMQP)', async () => {
+  const def = {
+    component: 'Failing', inports: [{ id: 'in' }], outports: [{ id: 'out' }, { id: 'error' }],
+  };
+  const origError = console.error;
+  console.error = () => {};
+  const roleA = unique('jserrbody');
+  const roleB = unique('jserrbody');
+  const compat = await start(new msgflo.participant.Participant(AMQP, def, (inport, data, cb) => {
+    if (data === 'throw') throw new Error('thrown "æ"');
+    return cb('out', new Error('callback error'));
+  }, roleA));
+  const modern = await msgflo.connect(def, roleB, { broker: AMQP });
+  const serving = modern.serve(async (msg) => {
+    if (msg.data === 'reject') throw new Error('rejected');
+    return { out: msg.data };
+  });
+  const errA = await tap(AMQP, `${roleA}.ERROR`);
+  const deadA = await tap(AMQP, `dead-${roleA}.IN`);
+  const errB = await tap(AMQP, `${roleB}.ERROR`);
+  const outB = await tap(AMQP, `${roleB}.OUT`);
+  try {
+    await errA.send(`${roleA}.IN`, 'throw');
+    assert.strictEqual((await errA.next()).payload.toString(), '{"error":"thrown \\"æ\\""}');
+    await errA.send(`${roleA}.IN`, 'fail');
+    assert.strictEqual((await errA.next()).payload.toString(), '{"error":"callback error"}');
+    assert.deepStrictEqual([(await deadA.next()).data, (await deadA.next()).data].sort(), ['fail', 'throw']);
+    await errB.send(`${roleB}.IN`, 'reject');
+    assert.strictEqual((await errB.next()).payload.toString(), '{"error":"rejected"}');
+    await errB.send(`${roleB}.IN`, 'fine');
+    assert.strictEqual((await outB.next()).data, 'fine');
+  } finally {
+    console.error = origError;
+    for (const t of [errA, deadA, errB, outB]) await t.close();
+    await stop(compat);
+    await modern.stop();
+    await serving;
+    await cleanup(portNames(roleA, 'in', 'out', 'error').concat(portNames(roleB, 'in', 'out', 'error')));
+  }
+});
+
+test('JSON rule for returned values: UTF-8 unescaped, NaN/Infinity refused, bytes unchanged', () => {
+  const { encode } = require('../lib/message');
+  assert.strictEqual(encode({ text: 'æ€𝄞', n: [1, 2.5, null] }).toString(), '{"text":"æ€𝄞","n":[1,2.5,null]}');
+  assert.deepStrictEqual(encode(Buffer.from([0, 255])), Buffer.from([0, 255]));
+  for (const bad of [NaN, Infinity, { x: [-Infinity] }]) {
+    assert.throws(() => encode(bad), (e) => e.code === 'INVALID_PAYLOAD' && /not JSON numbers/.test(e.message));
+  }
+});
+
+test('definitions cross typed; the core names queues; prefetch 0 is refused', async () => {
+  await assert.rejects(msgflo.connect(repeatDef, unique('jsprefetch'), { broker: MQTT, prefetch: 0 }),
+    (e) => e.code === 'INVALID_DEFINITION' && /prefetch must be at least 1/.test(e.message));
+  const role = unique('jstyped');
+  const def = {
+    component: 'Typed', extra: 'ignored',
+    inports: [{ id: 'in', schema: { not: 'a string' } }],
+    outports: [{ id: 'out', hidden: true }, { id: 'tmp', persistent: false }],
+  };
+  const p = new msgflo.participant.Participant(MQTT, def, (inport, data, cb) => cb('tmp', null, data), role);
+  assert.strictEqual(p.definition.inports[0].queue, `${role}.IN`);
+  assert.strictEqual(p.definition.outports[0].queue, undefined);
+  await start(p);
+  try {
+    const disc = JSON.parse(p._core.discovery);
+    assert.ok(disc.id.startsWith(`${role}-`));
+    assert.strictEqual(p.definition.id, disc.id);
+    assert.deepStrictEqual(disc.outports.map((o) => o.id), ['tmp']);
+  } finally {
+    await stop(p);
+  }
+});

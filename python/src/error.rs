@@ -7,7 +7,7 @@
 //! | `Broker`              | `msgflo.ProtocolError`       |
 //! | `Timeout`             | `msgflo.TimeoutError`        |
 //! | `Handler`             | `msgflo.HandlerError`        |
-//! | `InvalidUrl`, `UnknownPort`, `AlreadyCompleted`, `InvalidDefinition`, `Closed` | `msgflo.UsageError` |
+//! | `InvalidUrl`, `UnknownPort`, `AlreadyCompleted`, `InvalidDefinition`, `InvalidPayload`, `Closed` | `msgflo.UsageError` |
 //!
 //! Every instance has `.code` (e.g. `"UNKNOWN_PORT"`), the core's code.
 //! The match is exhaustive: a new core code does not compile until mapped.
@@ -26,8 +26,8 @@ fn class_name(code: ErrorCode) -> &'static str {
         | ErrorCode::UnknownPort
         | ErrorCode::AlreadyCompleted
         | ErrorCode::InvalidDefinition
+        | ErrorCode::InvalidPayload
         | ErrorCode::Closed => "UsageError",
-        _ => "Error",
     }
 }
 

@@ -19,6 +19,7 @@ fn _msgflo(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<message::CoreDelivery>()?;
     m.add_function(wrap_pyfunction!(runtime::init_logging, m)?)?;
     m.add_function(wrap_pyfunction!(error::error_codes, m)?)?;
+    m.add_function(wrap_pyfunction!(message::json_payload, m)?)?;
     m.add("DEFAULT_PREFETCH", msgflo::transport::DEFAULT_PREFETCH)?;
     Ok(())
 }

@@ -46,3 +46,12 @@ impl CoreDelivery {
         self.inner.nack().map_err(to_py)
     }
 }
+
+/// The payload for JSON text Python's serializer wrote for a value: the
+/// core's JSON rule (`Payload::json_text`) refuses NaN/Infinity with
+/// UsageError (code INVALID_PAYLOAD).
+#[pyfunction]
+pub fn json_payload<'py>(py: Python<'py>, text: String) -> PyResult<Bound<'py, PyBytes>> {
+    let payload = msgflo::Payload::json_text(text).map_err(to_py)?;
+    Ok(PyBytes::new(py, payload.as_bytes()))
+}

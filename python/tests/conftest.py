@@ -31,7 +31,7 @@ class Driver(object):
     def __init__(self, broker, role, inq, outqs):
         ins = [{"id": "o%d" % i, "queue": q} for i, q in enumerate(outqs)]
         d = {"component": "TestDriver", "inports": ins, "outports": [{"id": "to", "queue": inq}]}
-        self.core = _msgflo.CoreParticipant.connect(json.dumps(d), unique("driver"), broker, None, 3600.0)
+        self.core = _msgflo.CoreParticipant.connect(d, unique("driver"), broker, None, 3600.0)
         self.ports = {q: "o%d" % i for i, q in enumerate(outqs)}
 
     def send(self, payload):

@@ -76,7 +76,7 @@ def test_exception_nacks_sends_error_and_keeps_running(cleanup):
             got[batch[0].inport] = batch[0].payload
             batch[0].ack()
         assert got["o0"] == b"42"
-        assert "ZeroDivisionError" in json.loads(got["o1"])["error"]
+        assert got["o1"] == b'{"error":"division by zero"}'  # the core's body: str(exception)
         assert got["o2"] == b'"not a number"'  # nacked: dead-lettered
     finally:
         drv.stop()
@@ -273,3 +273,79 @@ def test_asyncio_api():
     got, outs = asyncio.run(scenario())
     assert got == ["in"] * 5
     assert outs == [b"ABC%d" % i for i in range(5)]
+
+
+def test_json_rule_for_returned_values():
+    """The core's rule: compact, UTF-8 unescaped; NaN/Infinity refused, bytes unchanged."""
+    from msgflo.message import encode
+
+    assert encode({"text": "æ€𝄞", "n": [1, 2.5, None]}) == '{"text":"æ€𝄞","n":[1,2.5,null]}'.encode("utf-8")
+    assert encode(b"\x00\xff") == b"\x00\xff"
+    for bad in (float("nan"), float("inf"), {"x": [float("-inf")]}):
+        with pytest.raises(msgflo.UsageError) as e:
+            encode(bad)
+        assert e.value.code == "INVALID_PAYLOAD"
+        assert "NaN, Infinity and -Infinity are not JSON numbers" in str(e.value)
+
+
+def test_definition_is_typed_and_prefetch_zero_refused():
+    """The dict crosses typed (a non-string schema is left out, not an
+    error); the core fills queues and the id; prefetch 0 is refused."""
+
+    class Typed(msgflo.Participant):
+        def __init__(self, role):
+            d = {"component": "Typed", "inports": [{"id": "in", "schema": {"not": "a string"}}],
+                 "outports": [{"id": "out", "hidden": True}, {"id": "tmp", "persistent": False}]}
+            msgflo.Participant.__init__(self, d, role)
+
+    role = unique("pytyped")
+    engine = msgflo.Engine(Typed(role), broker=MQTT)
+    try:
+        disc = json.loads(engine.core.discovery)
+        assert disc["id"].startswith(role + "-")
+        assert [p["queue"] for p in disc["inports"]] == [role + ".IN"]
+        assert [p["id"] for p in disc["outports"]] == ["tmp"]  # hidden: not announced
+        assert "schema" not in disc["inports"][0]
+    finally:
+        engine.stop()
+    with pytest.raises(msgflo.UsageError) as e:
+        msgflo.Engine(Repeat(unique("pyprefetch")), broker=MQTT, prefetch=0)
+    assert e.value.code == "INVALID_DEFINITION" and "prefetch must be at least 1" in str(e.value)
+
+
+SIGTERM_IN_PROCESS = """
+import os, signal, sys
+import msgflo
+
+class SelfStop(msgflo.Participant):
+    def __init__(self, role):
+        msgflo.Participant.__init__(self, {"component": "SelfStop"}, role)
+
+    def process(self, inport, msg):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while this message is handled
+        self.send("out", {"finished": msg.data})
+        self.ack(msg)
+
+sys.exit(msgflo.main(SelfStop))
+"""
+
+
+def test_sigterm_finishes_the_message_being_handled(cleanup):
+    """main's docstring: on SIGTERM the message being handled is finished,
+    then the process exits 0."""
+    role = unique("pyterm")
+    cleanup(role_names(role, "in", "out"))
+    proc = _spawn([sys.executable, "-c", SIGTERM_IN_PROCESS, role], AMQP)
+    try:
+        assert role in proc.stdout.readline().decode()
+        drv = Driver(AMQP, role, role + ".IN", [role + ".OUT"])
+        try:
+            drv.send(b"1")
+            assert json.loads(drv.receive(role + ".OUT")) == {"finished": 1}
+        finally:
+            drv.stop()
+        assert proc.wait(timeout=10) == 0
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -38,18 +38,19 @@ fn broken_participant_fails_the_right_scenarios() {
         "sigterm-no-loss",
         "broker-restart",
         "ordered-stream",
+        "json-rule",
     ] {
         assert!(out.contains(&format!("FAILED {failing}:")), "{failing} should fail:\n{out}");
     }
     for passing in ["readiness", "json-repeat"] {
         assert!(out.contains(&format!("ok {passing} ")), "{passing} should pass:\n{out}");
     }
-    assert!(out.trim_end().ends_with("2 passed, 10 failed"), "{out}");
+    assert!(out.trim_end().ends_with("2 passed, 11 failed"), "{out}");
 }
 
 #[test]
 fn correct_participant_passes_everything() {
     let (ok, out) = run_spec(&[env!("CARGO_BIN_EXE_msgflo-spec-shim")]);
     assert!(ok, "{out}");
-    assert!(out.trim_end().ends_with("12 passed, 0 failed"), "{out}");
+    assert!(out.trim_end().ends_with("13 passed, 0 failed"), "{out}");
 }

@@ -393,9 +393,7 @@ pub fn parse(text: &str) -> Result<Graph, ParseError> {
     let mut p = Parser { toks, pos: 0, graph, anonymous: 0 };
     p.file()?;
     let _ = p.next();
-    if let Err(e) = p.graph.validate() {
-        return Err(err(1, 1, &e));
-    }
+    p.graph.validate_in(text, false)?;
     Ok(p.graph)
 }
 
@@ -483,6 +481,11 @@ mod tests {
         let e = parse("a(A) OUT -> IN b(B)\nc(C) OUT IN d(D)").unwrap_err();
         assert_eq!((e.line, e.column), (2, 10), "{e}");
         assert!(e.to_string().starts_with("2:10: "), "{e}");
+        // Validation (an exported port of a process never declared) points
+        // at the name, not 1:1.
+        let e = parse("a(A) OUT -> IN b(B)\nINPORT=nope.IN:START").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 8), "{e}");
+        assert!(e.message.contains("undeclared process"), "{e}");
     }
 }
 

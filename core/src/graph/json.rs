@@ -21,7 +21,7 @@ pub fn parse(text: &str) -> Result<Graph, ParseError> {
     for e in g.inports.values_mut().chain(g.outports.values_mut()) {
         e.port = e.port.to_lowercase();
     }
-    g.validate().map_err(|message| ParseError { line: 1, column: 1, message })?;
+    g.validate_in(text, true)?;
     Ok(g)
 }
 
@@ -49,5 +49,7 @@ mod tests {
         assert_eq!(e.line, 2, "{e}");
         let e = parse(r#"{"connections": [{"src": {"process": "x", "port": "out"}, "tgt": {"process": "y", "port": "in"}}]}"#).unwrap_err();
         assert!(e.message.contains("undeclared process"), "{e}");
+        let e = parse("{\"processes\": {\"a\": {\"component\": \"A\"}},\n \"connections\": [\n  {\"data\": 1, \"tgt\": {\"process\": \"nope\", \"port\": \"in\"}}]}").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 34), "the real place, not 1:1: {e}");
     }
 }

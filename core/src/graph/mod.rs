@@ -92,21 +92,60 @@ impl Graph {
 
     /// Check that every connection names declared processes.
     pub fn validate(&self) -> Result<(), String> {
+        self.check().map_err(|(message, _)| message)
+    }
+
+    /// [`Graph::validate`], with the process name the complaint is about.
+    fn check(&self) -> Result<(), (String, String)> {
         for c in &self.connections {
             for end in c.src.iter().chain(std::iter::once(&c.tgt)) {
                 if !self.processes.contains_key(&end.process) {
-                    return Err(format!("connection to undeclared process {:?}", end.process));
+                    return Err((format!("connection to undeclared process {:?}", end.process), end.process.clone()));
                 }
             }
             if c.src.is_none() && c.data.is_none() {
-                return Err(format!("connection to {}.{} has neither source nor data", c.tgt.process, c.tgt.port));
+                let message = format!("connection to {}.{} has neither source nor data", c.tgt.process, c.tgt.port);
+                return Err((message, c.tgt.process.clone()));
             }
         }
         for (name, e) in self.inports.iter().chain(&self.outports) {
             if !self.processes.contains_key(&e.process) {
-                return Err(format!("exported port {name:?} refers to undeclared process {:?}", e.process));
+                return Err((format!("exported port {name:?} refers to undeclared process {:?}", e.process), e.process.clone()));
             }
         }
         Ok(())
     }
+
+    /// [`Graph::validate`] for a graph parsed from `text`: the error points
+    /// at the first place the process it is about appears in the text (as a
+    /// word in `.fbp`, as a JSON string with `quoted`); 1:1 only when the
+    /// name cannot be found there.
+    pub(crate) fn validate_in(&self, text: &str, quoted: bool) -> Result<(), ParseError> {
+        self.check().map_err(|(message, process)| {
+            let (line, column) = locate(text, &process, quoted).unwrap_or((1, 1));
+            ParseError { line, column, message }
+        })
+    }
+}
+
+/// 1-based line and column (in characters) of the first occurrence of
+/// `name` in `text`: as a whole word, or as the JSON string `"name"`.
+fn locate(text: &str, name: &str, quoted: bool) -> Option<(usize, usize)> {
+    if name.is_empty() {
+        return None;
+    }
+    let needle = if quoted { serde_json::to_string(name).ok()? } else { name.to_owned() };
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '/' || c == '-');
+    let mut from = 0;
+    while let Some(i) = text[from..].find(&needle).map(|i| i + from) {
+        let end = i + needle.len();
+        if quoted || (!word(text[..i].chars().next_back()) && !word(text[end..].chars().next())) {
+            let before = &text[..i];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            return Some((line, column));
+        }
+        from = i + needle.len().max(1);
+    }
+    None
 }

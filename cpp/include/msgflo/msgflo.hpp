@@ -18,8 +18,8 @@
 //
 // Errors are msgflo::Error (a std::runtime_error) with code(), e.g.
 // "UNKNOWN_PORT", "CONNECTION", "ALREADY_COMPLETED". A handler that throws
-// nacks its message (and sends {"error": ...} to an "error" outport if the
-// definition has one); the participant keeps running.
+// nacks its message (and sends exactly {"error":"<what()>"} to an "error"
+// outport if the definition has one); the participant keeps running.
 //
 // Threads: handlers of one participant run one at a time on a thread the
 // Engine owns (launch() runs them for all participants). Participant::send
@@ -64,6 +64,11 @@ struct Definition {
     std::string icon;
     std::vector<Port> inports;
     std::vector<Port> outports;
+    // Beyond msgflo-cpp's Port {id, type, queue} (kept as it was, so its
+    // aggregate initialisation works): ids of ports that are hidden (no
+    // queue, not announced) or transient (non-persistent, auto-deleted).
+    std::vector<std::string> hiddenPorts;
+    std::vector<std::string> transientPorts;
 };
 
 class Message {
@@ -92,6 +97,11 @@ public:
     // definition does not have. Thread-safe.
     virtual void send(const std::string &port, const std::string &payload) = 0;
     virtual void send(const std::string &port, const char *data, uint64_t length) = 0;
+    // Publish JSON text (e.g. from your JSON library), checked by the one
+    // JSON rule of every msgflo language: sent as it is when it is valid
+    // JSON; else (NaN, Infinity, not parsing) Error("INVALID_PAYLOAD") and
+    // nothing is sent.
+    virtual void sendJson(const std::string &port, const std::string &json) = 0;
     // Set (or replace) the handler; takes effect from the next message.
     virtual void onMessage(MessageHandler handler) = 0;
     // The definition as announced: role, id and queues filled in.
@@ -102,8 +112,10 @@ public:
 
 class EngineConfig {
 public:
-    // The broker URL defaults to MSGFLO_BROKER, then CLOUDAMQP_URL, then
-    // amqp://localhost.
+    // url() empty (the default): the core resolves MSGFLO_BROKER, then
+    // CLOUDAMQP_URL, then amqp://localhost. prefetch() defaults to the
+    // core's DEFAULT_PREFETCH; 0 is refused (INVALID_DEFINITION) when a
+    // participant connects.
     EngineConfig();
     EngineConfig &url(const std::string &url);
     EngineConfig &prefetch(uint16_t prefetch);

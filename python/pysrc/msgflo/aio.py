@@ -1,7 +1,9 @@
 """asyncio API: ``async for msg in participant``, explicit ack/nack.
 
-Deliveries cross from the core in batches on a worker thread (one
-awaitable per batch, not per message); the GIL is released while waiting.
+No call blocks the event loop: a send that must wait (backpressure, the
+broker away) is a future the core's runtime completes; deliveries cross
+from the core in batches on a worker thread (one awaitable per batch, not
+per message); the GIL is released while waiting.
 
     async with await msgflo.aio.connect(definition, "repeat") as p:
         async for msg in p:
@@ -14,7 +16,21 @@ import functools
 
 from . import _msgflo
 from .message import Message, encode
-from .participant import BATCH, _core_definition, normalize_definition
+from .participant import BATCH, normalize_definition
+
+
+def _resolver(loop, future):
+    """A callable for the core's runtime threads: settles `future` on its
+    loop (None: done; an exception: raised by the await)."""
+
+    def settle(error):
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    return lambda error: loop.call_soon_threadsafe(settle, error)
 
 
 class AsyncParticipant(object):
@@ -58,9 +74,16 @@ class AsyncParticipant(object):
                 yield m
 
     async def send(self, port, data):
-        """Publish (bytes as they are, anything else as JSON). Returns at
-        once unless 4096 publishes are unconfirmed (backpressure)."""
-        self._core.send(port, encode(data))
+        """Publish (bytes as they are, anything else as JSON by the core's
+        rule). Returns at once unless the core applies backpressure or the
+        broker is away; then it awaits the core without blocking the loop."""
+        payload = encode(data)
+        if self._core.try_send(port, payload):
+            return
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._core.send_async(port, payload, _resolver(loop, done))
+        await done
 
     async def stop(self):
         await self._call(self._core.stop)
@@ -78,7 +101,7 @@ async def connect(definition, role, broker=None, prefetch=None, heartbeat=None, 
     d = normalize_definition(definition, role, component=definition.get("component"))
     loop = asyncio.get_running_loop()
     core = await loop.run_in_executor(
-        None, functools.partial(_msgflo.CoreParticipant.connect, _core_definition(d), role, broker, prefetch, heartbeat)
+        None, functools.partial(_msgflo.CoreParticipant.connect, d, role, broker, prefetch, heartbeat)
     )
     p = AsyncParticipant(core, d)
     if announce:

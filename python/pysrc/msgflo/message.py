@@ -2,6 +2,8 @@
 
 import json as _json
 
+from . import _msgflo
+
 
 def decode(payload):
     """(data, json) for payload bytes: parsed JSON when it parses, else the
@@ -14,10 +16,12 @@ def decode(payload):
 
 
 def encode(data):
-    """Bytes to send: bytes-like as they are, anything else as JSON."""
+    """Bytes to send: bytes-like as they are, anything else as JSON by the
+    core's rule (compact, UTF-8 unescaped; NaN and Infinity raise
+    UsageError with code INVALID_PAYLOAD and nothing is sent)."""
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
-    return _json.dumps(data).encode("utf-8")
+    return _msgflo.json_payload(_json.dumps(data, ensure_ascii=False, separators=(",", ":")))
 
 
 class Message(object):

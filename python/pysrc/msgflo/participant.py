@@ -66,28 +66,6 @@ def normalize_definition(d, role, naming=None, component=None):
     return d
 
 
-def _core_definition(d):
-    """The JSON the core takes (it computes default queues and the id)."""
-    keep = ("id", "type", "queue", "description", "hidden", "persistent")
-
-    def port(p):
-        out = {k: p[k] for k in keep if k in p and p[k] is not None}
-        if "schema" in p and isinstance(p["schema"], str):
-            out["schema"] = p["schema"]
-        return out
-
-    core = {
-        "component": d["component"],
-        "label": d.get("label", ""),
-        "icon": d.get("icon"),
-        "inports": [port(p) for p in d["inports"]],
-        "outports": [port(p) for p in d["outports"]],
-    }
-    if d.get("id"):
-        core["id"] = d["id"]
-    return json.dumps(core)
-
-
 class Participant(object):
     """Subclass this and implement ``process(self, inport, msg)``."""
 
@@ -123,8 +101,11 @@ class Engine(object):
         self.participant = participant
         self.iips = iips or {}
         d = participant.definition
-        self.core = _msgflo.CoreParticipant.connect(_core_definition(d), d["role"], broker, prefetch, heartbeat)
+        self.core = _msgflo.CoreParticipant.connect(d, d["role"], broker, prefetch, heartbeat)
         participant._core = self.core
+        #: Set by request_stop() (main's SIGTERM/SIGINT handler): serving
+        #: ends after the message being handled.
+        self._stop_requested = threading.Event()
         # Show the participant what the core made of its definition.
         disc = json.loads(self.core.discovery)
         d["id"] = disc["id"]
@@ -133,7 +114,6 @@ class Engine(object):
             for p in d[k]:
                 if (k, p["id"]) in queues:
                     p["queue"] = queues[(k, p["id"])]
-        self._error_port = any(p["id"] == "error" and not p.get("hidden") for p in d["outports"])
         self._thread = None
 
     @property
@@ -151,27 +131,30 @@ class Engine(object):
             p.process(msg.inport, msg)
         except Exception as e:  # the participant keeps running
             logger.exception("process() failed on inport %r; message nacked", msg.inport)
-            if not msg.settled:
-                msg.nack()
-            if self._error_port:
-                try:
-                    self.core.send("error", encode({"error": "%s: %s" % (type(e).__name__, e)}))
-                except Exception:
-                    logger.exception("could not send to the error outport")
+            # nack + {"error": ...} on an `error` outport: the core's rule.
+            self.core.complete(msg._delivery, [], str(e) or type(e).__name__)
         else:
             if not msg.settled:
                 # Like the original: it waits for an explicit ack/nack.
                 p._unsettled.add(msg)
 
+    def request_stop(self):
+        """Finish the message being handled, then stop serving (what is not
+        handled yet goes back to the queue). Safe in a signal handler."""
+        self._stop_requested.set()
+
     def serve_once(self, timeout=0.5):
-        """Handle one batch; False once the participant is stopped."""
+        """Handle one batch; False once the participant is stopped (or
+        request_stop() was called: the rest of the batch is requeued)."""
         batch = self.core.recv_batch(BATCH, timeout)
         for d in batch:
+            if self._stop_requested.is_set():
+                return False  # the rest is dropped unsettled: requeued
             self._deliver(Message(d.payload, d.inport, d))
         unsettled = self.participant._unsettled
         if unsettled:
             unsettled.difference_update([m for m in unsettled if m.settled])
-        return bool(batch) or not self.core.stopped
+        return (bool(batch) or not self.core.stopped) and not self._stop_requested.is_set()
 
     def serve_forever(self):
         while self.serve_once():
@@ -221,22 +204,14 @@ def parse(argv, defaults=None):
     return [options, parser]
 
 
-class _Shutdown(BaseException):
-    """Raised by the SIGTERM handler. A BaseException, like
-    KeyboardInterrupt, so `except Exception` around process() (ours or the
-    user's) cannot swallow it and keep the participant running."""
-
-
-def _raise_shutdown(signum, frame):
-    raise _Shutdown()
-
-
 def main(Participant, role=None, argv=None):
     """Run a participant class as a program: ``python file.py ROLE``.
 
     Prints one line on stdout when connected (before the first discovery
-    message), serves until SIGTERM or Ctrl-C, then stops cleanly: the
-    message being handled is finished, unhandled ones go back to the queue.
+    message), serves until SIGTERM or Ctrl-C (SIGINT), then stops cleanly:
+    the message being handled is finished (the signal only sets a flag the
+    serving loop reads between messages), unhandled ones go back to the
+    queue, outputs and acks are flushed, and it returns 0.
     """
     [config, parser] = parse(sys.argv[1:] if argv is None else argv)
     if role:
@@ -249,11 +224,12 @@ def main(Participant, role=None, argv=None):
     print("%s(%s) running on %s" % (d["role"], d["component"], engine.broker))
     sys.stdout.flush()
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_shutdown)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda signum, frame: engine.request_stop())
     try:
         engine.announce()
         engine.serve_forever()
-    except (KeyboardInterrupt, _Shutdown):
+    except KeyboardInterrupt:
         pass
     finally:
         engine.stop()

@@ -43,6 +43,12 @@ int main(int argc, char *argv[]) {
                 msg->nack();
             } else if (isCommand(payload, "error")) {
                 throw std::runtime_error("error requested");
+            } else if (isCommand(payload, "unicode")) {
+                p->sendJson("out", "{\"text\":\"\u00e6\u20ac\U0001D11E\"}");
+                msg->ack();
+            } else if (isCommand(payload, "nan")) {
+                p->sendJson("out", "NaN"); // refused: throws, so nack + error body
+                msg->ack();
             } else if (isCommand(payload, "whoami")) {
                 p->send("out", "{\"pid\":" + std::to_string(getpid()) + "}");
                 msg->ack();

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """The conformance shim written with the Python API (msgflo-python style):
 repeats in -> out; {"command":"nack"} nacks, {"command":"error"} raises in
-process (nack + error outport), {"command":"whoami"} answers {"pid": N}.
+process (nack + error outport), {"command":"whoami"} answers {"pid": N},
+{"command":"unicode"} returns {"text": "æ€𝄞"}, {"command":"nan"} returns NaN.
 Usage: shim.py ROLE (MSGFLO_BROKER)."""
 import os
 
@@ -23,6 +24,12 @@ class SpecShim(msgflo.Participant):
             self.nack(msg)
         elif command == "error":
             raise RuntimeError("error requested")
+        elif command == "unicode":
+            self.send("out", {"text": "æ€𝄞"})
+            self.ack(msg)
+        elif command == "nan":
+            self.send("out", float("nan"))  # refused: raises, so nack + error body
+            self.ack(msg)
         elif command == "whoami":
             self.send("out", {"pid": os.getpid()})
             self.ack(msg)

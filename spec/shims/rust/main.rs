@@ -39,6 +39,14 @@ async fn main() -> std::process::ExitCode {
                 match command.as_deref() {
                     Some("nack") => d.nack()?,
                     Some("error") => worker.complete(&d, Err(Failure::new("error requested"))).await?,
+                    Some("unicode") => {
+                        let out = msgflo::Payload::json(&serde_json::json!({ "text": "æ€𝄞" }));
+                        worker.complete(&d, Ok(vec![("out".into(), out)])).await?
+                    }
+                    Some("nan") => {
+                        let result = msgflo::Payload::json_text(f64::NAN.to_string()).map(|p| vec![("out".into(), p)]);
+                        worker.complete(&d, result.map_err(Failure::from)).await?
+                    }
                     Some("whoami") => {
                         worker.send("out", serde_json::json!({ "pid": std::process::id() })).await?;
                         d.ack()?;
