@@ -71,6 +71,8 @@ struct Sink {
     counts: Arc<Mutex<HashMap<u64, u32>>>,
     distinct: Arc<AtomicU64>,
     total: Arc<AtomicU64>,
+    /// Payloads that are not ids (IIPs), as text.
+    others: Arc<Mutex<Vec<String>>>,
     queue: String,
 }
 
@@ -88,14 +90,18 @@ impl Sink {
             counts: Default::default(),
             distinct: Default::default(),
             total: Default::default(),
+            others: Default::default(),
             queue,
         };
-        let (counts, distinct, total) = (s.counts.clone(), s.distinct.clone(), s.total.clone());
+        let (counts, distinct, total, others) = (s.counts.clone(), s.distinct.clone(), s.total.clone(), s.others.clone());
         tokio::spawn(async move {
             while let Some(d) = rx.recv().await {
                 let id: Option<u64> = serde_json::from_slice(d.payload().as_bytes()).ok();
                 let _ = d.ack();
-                let Some(id) = id else { continue };
+                let Some(id) = id else {
+                    others.lock().unwrap().push(String::from_utf8_lossy(d.payload().as_bytes()).into_owned());
+                    continue;
+                };
                 total.fetch_add(1, Ordering::SeqCst);
                 let mut c = counts.lock().unwrap();
                 let n = c.entry(id).or_insert(0);
@@ -443,4 +449,85 @@ async fn resource_alarms() {
     eventually("drained", Duration::from_secs(60), || async { (ready(&url, &format!("{r}.IN")).await == 0).then_some(()) }).await;
     sink.report("resource-alarms (disk, memory)", n, 0, &format!("{figures}; total {:.1} s", started.elapsed().as_secs_f64()));
     p.stop().await.unwrap();
+}
+
+/// `msgflo run --no-start` SIGKILLed while data flows: the AMQP edges are
+/// broker bindings and keep flowing; a new coordinator adopts the running
+/// participants without duplicating an edge (one binding, no message twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_killed() {
+    init();
+    let _turn = TURN.lock().await;
+    let part = size(2_000, 20_000);
+    let rabbit = blocking(|| PrivateRabbit::start("faults-coord"));
+    let url = rabbit.url();
+    let (a, b) = (unique("kcoa"), unique("kcob"));
+    let (pa, _ha) = start_repeat(&a, Options::broker(&url)).await;
+    let (pb, _hb) = start_repeat(&b, Options::broker(&url)).await;
+    let sink = Sink::start(&url, &format!("{b}.OUT")).await;
+    let graph = rabbit.dir.join("graph.fbp");
+    std::fs::write(&graph, format!("'\"iip\"' -> IN {a}(Repeat)\n{a} OUT -> IN {b}(Repeat)\n")).unwrap();
+    let coordinator = |name: &str| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_msgflo"));
+        c.arg("run").arg(&graph).args(["--no-start", "--port", "0", "--broker", &url]).env("MSGFLO_DISCOVERY_PERIOD", "1");
+        Proc::spawn(name, c, &rabbit.dir)
+    };
+    let mut first = coordinator("coordinator-1");
+    let start = Instant::now();
+    while !first.output().contains("(graph complete)") {
+        assert!(!first.exited(), "coordinator exited:\n{}", first.output());
+        assert!(start.elapsed() < Duration::from_secs(60), "graph complete within 60 s:\n{}", first.output());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually("the IIP through the edge", Duration::from_secs(30), || async {
+        (!sink.others.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    let w = transport::connect(&url, &ConnectOptions::default()).await.unwrap();
+    let started = Instant::now();
+    let sender = send_range(w.clone(), format!("{a}.IN"), 0, part);
+    eventually("a third through", Duration::from_secs(60), || async { (sink.distinct() >= part / 3).then_some(()) }).await;
+    first.sigkill();
+    sender.await.unwrap();
+    // Without any coordinator: a second part, sent after the kill.
+    send_range(w.clone(), format!("{a}.IN"), part, 2 * part).await.unwrap();
+    eventually("everything sent without a coordinator", Duration::from_secs(60), || async {
+        (sink.distinct() >= 2 * part).then_some(())
+    })
+    .await;
+    let mut second = coordinator("coordinator-2");
+    let start = Instant::now();
+    while !second.output().contains("(graph complete)") {
+        assert!(!second.exited(), "coordinator exited:\n{}", second.output());
+        assert!(start.elapsed() < Duration::from_secs(60), "graph complete again within 60 s:\n{}", second.output());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    send_range(w.clone(), format!("{a}.IN"), 2 * part, 3 * part).await.unwrap();
+    sink.wait_all("coordinator-killed", 3 * part, Duration::from_secs(60)).await;
+    eventually("drained", Duration::from_secs(60), || async {
+        (ready(&url, &format!("{a}.IN")).await == 0 && ready(&url, &format!("{b}.IN")).await == 0).then_some(())
+    })
+    .await;
+    let bindings = blocking(|| rabbit.ctl(&["list_bindings", "source_name", "destination_name"])).unwrap();
+    let edge = bindings
+        .lines()
+        .filter(|l| {
+            let f: Vec<_> = l.split_whitespace().collect();
+            f.len() == 2 && f[0] == format!("{a}.OUT") && f[1] == format!("{b}.IN")
+        })
+        .count();
+    let iips = sink.others.lock().unwrap().len();
+    sink.report(
+        "coordinator-killed (msgflo run SIGKILLed, a new one adopts)",
+        3 * part,
+        0,
+        &format!(
+            "; {part} sent with no coordinator running; bindings {a}.OUT -> {b}.IN after the second coordinator: {edge}; IIP deliveries: {iips}; total {:.1} s",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    assert_eq!(edge, 1, "one binding for the edge, not one per coordinator:\n{bindings}");
+    drop((first, second));
+    pa.stop().await.unwrap();
+    pb.stop().await.unwrap();
 }
