@@ -531,3 +531,122 @@ async fn coordinator_killed() {
     pa.stop().await.unwrap();
     pb.stop().await.unwrap();
 }
+
+/// Publish to ROLE.IN until it comes back on ROLE.OUT (QoS 0: until the
+/// participant's subscription is active, a publish may go nowhere).
+async fn mqtt_roundtrip(raw: &mut RawMqtt, role: &str, body: &[u8]) {
+    let (i, o) = (format!("{role}.IN"), format!("{role}.OUT"));
+    let start = Instant::now();
+    loop {
+        raw.publish(&i, body).await;
+        if let Ok(Some((t, b))) = tokio::time::timeout(Duration::from_millis(300), raw.rx.recv()).await {
+            if t == o && b == body {
+                return;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "MQTT round trip through {role}");
+    }
+}
+
+/// Wait until `p`'s log has `needle` more than `before` times; the time it took.
+async fn wait_log(p: &mut Proc, needle: &str, before: usize, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if p.output().matches(needle).count() > before {
+            return start.elapsed();
+        }
+        assert!(!p.exited(), "{} exited:\n{}", p.name, p.output());
+        assert!(start.elapsed() < timeout, "{needle:?} in {}'s log within {timeout:?}:\n{}", p.name, p.output());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A participant in a network namespace of its own loses its link to the
+/// broker (veth down) for longer than the heartbeat: it notices within
+/// the heartbeat interval, reconnects when the link is back, nothing lost.
+/// Then the same with MQTT keep-alive (QoS 0: only detection and recovery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_partition() {
+    init();
+    let _turn = TURN.lock().await;
+    let ns = NetNs::create().unwrap_or_else(|e| panic!("a network namespace (the suite runs as root): {e}"));
+    let heartbeat = size(3, 10);
+    let partition = Duration::from_secs(size(10, 30));
+    let part = size(1_000, 10_000);
+    let n = 3 * part;
+    let rabbit = blocking(|| PrivateRabbit::start_on("faults-net", &[&ns.host_ip]));
+    let url = rabbit.url();
+    let remote = format!("amqp://{}:{}/?heartbeat={heartbeat}", ns.host_ip, rabbit.port);
+    let r = unique("knet");
+    let mut p = Proc::spawn("repeat-in-netns", ns.wrap(rust_repeat(&r, &remote)), &rabbit.dir);
+    wait_consumers(&url, &format!("{r}.IN"), 1, &mut [&mut p]).await;
+    let sink = Sink::start(&url, &format!("{r}.OUT")).await;
+    let w = transport::connect(&url, &ConnectOptions::default()).await.unwrap();
+    let started = Instant::now();
+    send_range(w.clone(), format!("{r}.IN"), 0, part).await.unwrap();
+    eventually("the first part through", Duration::from_secs(60), || async { (sink.distinct() >= part).then_some(()) }).await;
+
+    let lost_before = p.output().matches("lost connection to broker").count();
+    let back_before = p.output().matches("reconnected to broker").count();
+    ns.partition();
+    let cut = Instant::now();
+    let sender = send_range(w.clone(), format!("{r}.IN"), part, 2 * part);
+    let detected = wait_log(&mut p, "lost connection to broker", lost_before, partition).await;
+    sender.await.unwrap();
+    // The fault lasts its full length: a partition is a span of time.
+    tokio::time::sleep(partition.saturating_sub(cut.elapsed())).await;
+    ns.heal();
+    let healed = Instant::now();
+    wait_log(&mut p, "reconnected to broker", back_before, Duration::from_secs(60)).await;
+    let reconnect = healed.elapsed();
+    send_range(w.clone(), format!("{r}.IN"), 2 * part, n).await.unwrap();
+    sink.wait_all("network-partition", n, Duration::from_secs(120)).await;
+    eventually("drained", Duration::from_secs(60), || async { (ready(&url, &format!("{r}.IN")).await == 0).then_some(()) }).await;
+    sink.report(
+        "network-partition (AMQP, participant in its own netns, veth down)",
+        n,
+        window(),
+        &format!(
+            "; heartbeat {heartbeat} s, link down {:.0} s; dead connection detected after {:.1} s; reconnected {:.1} s after the link came back; total {:.1} s",
+            partition.as_secs_f64(),
+            detected.as_secs_f64(),
+            reconnect.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    assert!(
+        detected <= Duration::from_secs(2 * heartbeat + 1),
+        "detected after {detected:?}, heartbeat {heartbeat} s"
+    );
+    drop(p);
+
+    // MQTT keep-alive: a private Mosquitto on the link too.
+    let mut mosq = blocking(|| PrivateMosquitto::start_on(false, &[&ns.host_ip]));
+    let murl = mosq.url();
+    let remote = format!("mqtt://{}:{}?heartbeat={heartbeat}", ns.host_ip, mosq.port);
+    let m = unique("kmnet");
+    let mut p = Proc::spawn("mqtt-repeat-in-netns", ns.wrap(rust_repeat(&m, &remote)), &rabbit.dir);
+    let mut raw = RawMqtt::connect_to(&murl, &[&format!("{m}.OUT")]).await;
+    mqtt_roundtrip(&mut raw, &m, b"1").await;
+    let lost_before = p.output().matches("lost connection to broker").count();
+    let back_before = p.output().matches("reconnected to broker").count();
+    ns.partition();
+    let mdetected = wait_log(&mut p, "lost connection to broker", lost_before, partition + Duration::from_secs(2 * heartbeat)).await;
+    tokio::time::sleep(Duration::from_secs(2 * heartbeat + 1).saturating_sub(mdetected)).await;
+    ns.heal();
+    let healed = Instant::now();
+    wait_log(&mut p, "reconnected to broker", back_before, Duration::from_secs(60)).await;
+    let mreconnect = healed.elapsed();
+    mqtt_roundtrip(&mut raw, &m, b"2").await;
+    println!(
+        "FAULTS network-partition (MQTT keep-alive {heartbeat} s, QoS 0): dead connection detected after {:.1} s; reconnected {:.1} s after the link came back; data flows again",
+        mdetected.as_secs_f64(),
+        mreconnect.as_secs_f64()
+    );
+    // rumqttc pings after a keep-alive without traffic, and gives up when
+    // the next ping is due without an answer: at most two keep-alives.
+    assert!(mdetected <= Duration::from_secs(2 * heartbeat + 2), "MQTT detected after {mdetected:?}");
+    drop(p);
+    mosq.stop();
+    drop(ns);
+}

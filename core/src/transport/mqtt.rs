@@ -66,7 +66,9 @@ impl Settle for NoSettle {
 fn options(url: &BrokerUrl) -> MqttOptions {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let mut o = MqttOptions::new(format!("msgflo-{}", &id[..16]), url.host.clone(), url.port);
-    o.set_keep_alive(Duration::from_secs(30));
+    let keep_alive = url.heartbeat.unwrap_or(crate::broker::DEFAULT_MQTT_KEEP_ALIVE);
+    // 0: no keep-alive, as with AMQP's heartbeat=0.
+    o.set_keep_alive(Duration::from_secs(keep_alive as u64));
     o.set_clean_session(true);
     o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
     if let Some(user) = &url.username {

@@ -47,13 +47,27 @@ pub struct PrivateRabbit {
 impl PrivateRabbit {
     /// Start a node and wait until it accepts AMQP connections.
     pub fn start(name: &str) -> PrivateRabbit {
+        Self::start_on(name, &[])
+    }
+
+    /// Start a node that also listens on `extra` addresses (IPs of links to
+    /// network namespaces the test created), on the same port.
+    pub fn start_on(name: &str, extra: &[&str]) -> PrivateRabbit {
         let id = unique(name);
         let dir = std::env::temp_dir().join(format!("msgflo-{id}"));
         for sub in ["mnesia", "log"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
         let mut r = PrivateRabbit { node: format!("{id}@localhost"), port: free_port(), dist_port: free_port(), dir, child: None, pid: None };
-        std::fs::write(r.dir.join("rabbitmq.conf"), format!("listeners.tcp.default = 127.0.0.1:{}\n", r.port)).unwrap();
+        let mut conf = format!("listeners.tcp.1 = 127.0.0.1:{}\n", r.port);
+        for (i, ip) in extra.iter().enumerate() {
+            conf.push_str(&format!("listeners.tcp.{} = {ip}:{}\n", i + 2, r.port));
+        }
+        // Guest over a veth link is not loopback.
+        if !extra.is_empty() {
+            conf.push_str("loopback_users = none\n");
+        }
+        std::fs::write(r.dir.join("rabbitmq.conf"), conf).unwrap();
         if is_root() {
             let st = Command::new("chown").args(["-R", "rabbitmq:rabbitmq"]).arg(&r.dir).status().unwrap();
             assert!(st.success(), "chown the node's folder to rabbitmq");
@@ -172,10 +186,19 @@ pub struct PrivateMosquitto {
 
 impl PrivateMosquitto {
     pub fn start(persistent: bool) -> PrivateMosquitto {
+        Self::start_on(persistent, &[])
+    }
+
+    /// Also listening on `extra` addresses (links to test namespaces).
+    pub fn start_on(persistent: bool, extra: &[&str]) -> PrivateMosquitto {
         let port = free_port();
         let dir = std::env::temp_dir().join(unique("msgflo-mosq"));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut conf = format!("listener {port} 127.0.0.1\nallow_anonymous true\n");
+        let mut conf = format!("listener {port} 127.0.0.1\n");
+        for ip in extra {
+            conf.push_str(&format!("listener {port} {ip}\n"));
+        }
+        conf.push_str("allow_anonymous true\n");
         if persistent {
             conf.push_str(&format!("persistence true\npersistence_location {}/\nautosave_interval 1\n", dir.display()));
         }
@@ -290,4 +313,90 @@ pub fn node_shim(role: &str, broker: &str) -> Command {
         .env("MSGFLO_BROKER", broker)
         .env("RUST_LOG", "msgflo=info");
     c
+}
+
+/// The Rust Repeat example (`cargo build --example repeat` on first use).
+pub fn rust_repeat(role: &str, broker: &str) -> Command {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let ok = Command::new(env!("CARGO")).args(["build", "-q", "-p", "msgflo", "--example", "repeat"]).status().unwrap();
+        assert!(ok.success(), "building the repeat example");
+    });
+    let exe = std::env::current_exe().unwrap();
+    let mut c = Command::new(exe.parent().unwrap().parent().unwrap().join("examples").join("repeat"));
+    c.arg(role).args(["--broker", broker]).env("RUST_LOG", "msgflo=info");
+    c
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// A network namespace of the test's own, linked to the host by a veth
+/// pair on a private /30; `partition` takes the link down, `heal` brings
+/// it back. Deleting the namespace (on drop) removes the pair.
+pub struct NetNs {
+    pub name: String,
+    inner_if: String,
+    /// The host end's address (the broker listens there too).
+    pub host_ip: String,
+    pub ns_ip: String,
+}
+
+impl NetNs {
+    /// Err when namespaces cannot be made here (not root, no `ip`).
+    pub fn create() -> Result<NetNs, String> {
+        let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let b = u8::from_str_radix(&id[..2], 16).unwrap();
+        let c = u8::from_str_radix(&id[2..4], 16).unwrap() & 0xfc;
+        let ns = NetNs {
+            name: format!("msgflo-{id}"),
+            inner_if: format!("mf{id}n"),
+            host_ip: format!("10.{}.{b}.{}", 200 + (b % 50), c + 1),
+            ns_ip: format!("10.{}.{b}.{}", 200 + (b % 50), c + 2),
+        };
+        let host_if = format!("mf{id}h");
+        ip(&["netns", "add", &ns.name])?;
+        let n = &ns.name;
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &ns.inner_if])?;
+        ip(&["link", "set", &ns.inner_if, "netns", n])?;
+        ip(&["addr", "add", &format!("{}/30", ns.host_ip), "dev", &host_if])?;
+        ip(&["link", "set", &host_if, "up"])?;
+        ip(&["-n", n, "addr", "add", &format!("{}/30", ns.ns_ip), "dev", &ns.inner_if])?;
+        ip(&["-n", n, "link", "set", &ns.inner_if, "up"])?;
+        ip(&["-n", n, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `cmd` run inside the namespace.
+    pub fn wrap(&self, cmd: Command) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(cmd.get_program()).args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c
+    }
+
+    pub fn partition(&self) {
+        ip(&["-n", &self.name, "link", "set", &self.inner_if, "down"]).unwrap();
+    }
+
+    pub fn heal(&self) {
+        ip(&["-n", &self.name, "link", "set", &self.inner_if, "up"]).unwrap();
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+    }
 }
