@@ -42,6 +42,9 @@ pub struct BrokerUrl {
     /// `?heartbeat=N`: seconds between AMQP heartbeats, or the MQTT
     /// keep-alive. `None`: [`DEFAULT_AMQP_HEARTBEAT`] / [`DEFAULT_MQTT_KEEP_ALIVE`].
     pub heartbeat: Option<u16>,
+    /// `?qos=1` (MQTT): at-least-once delivery with a persistent session.
+    /// 0, the original's QoS, is the default.
+    pub qos: u8,
     raw: String,
 }
 
@@ -113,14 +116,22 @@ impl BrokerUrl {
         let username = (!url.username().is_empty()).then(|| percent_decode(url.username()));
         let password = url.password().map(percent_decode);
         let mut heartbeat = None;
+        let mut qos = 0;
         for (k, v) in url.query_pairs() {
             if k == "heartbeat" {
                 let n = v.parse::<u16>().map_err(|_| bad(&format!("heartbeat={v:?}: whole seconds, 0-65535, expected")))?;
                 heartbeat = Some(n);
+            } else if k == "qos" {
+                qos = match v.as_ref() {
+                    "0" => 0,
+                    "1" => 1,
+                    _ => return Err(bad(&format!("qos={v:?}: 0 or 1 expected"))),
+                };
             }
         }
         Ok(BrokerUrl {
             heartbeat,
+            qos,
             scheme,
             port: url.port().unwrap_or(default_port),
             host,
@@ -170,7 +181,9 @@ mod tests {
         assert_eq!(BrokerUrl::parse("amqp://h").unwrap().heartbeat, None);
         assert_eq!(BrokerUrl::parse("amqp://h/?heartbeat=4").unwrap().heartbeat, Some(4));
         assert_eq!(BrokerUrl::parse("mqtt://h:1884?heartbeat=0").unwrap().heartbeat, Some(0));
-        for bad in ["amqp://h?heartbeat=x", "amqp://h?heartbeat=-1", "amqp://h?heartbeat=70000", "amqp://h?heartbeat="] {
+        assert_eq!(BrokerUrl::parse("mqtt://h").unwrap().qos, 0);
+        assert_eq!(BrokerUrl::parse("mqtt://h?qos=1&heartbeat=5").unwrap().qos, 1);
+        for bad in ["amqp://h?heartbeat=x", "amqp://h?heartbeat=-1", "amqp://h?heartbeat=70000", "amqp://h?heartbeat=", "mqtt://h?qos=2", "mqtt://h?qos="] {
             assert!(matches!(BrokerUrl::parse(bad), Err(Error::InvalidUrl { .. })), "{bad}");
         }
     }

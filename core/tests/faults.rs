@@ -67,7 +67,7 @@ fn size(ci: u64, big: u64) -> u64 {
 /// Counts every message that reaches a queue bound to an outport: each
 /// payload is a JSON number, the message's id.
 struct Sink {
-    _t: Arc<dyn Transport>,
+    _t: Option<Arc<dyn Transport>>,
     counts: Arc<Mutex<HashMap<u64, u32>>>,
     distinct: Arc<AtomicU64>,
     total: Arc<AtomicU64>,
@@ -86,7 +86,7 @@ impl Sink {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<msgflo::Delivery>(1024);
         t.subscribe(&queue, Arc::from("sink"), tx).await.unwrap();
         let s = Sink {
-            _t: t,
+            _t: Some(t),
             counts: Default::default(),
             distinct: Default::default(),
             total: Default::default(),
@@ -141,6 +141,11 @@ impl Sink {
         while self.distinct() < sent {
             if start.elapsed() > timeout {
                 let (received, lost, dup) = self.tally(sent);
+                let missing: Vec<u64> = {
+                    let c = self.counts.lock().unwrap();
+                    (0..sent).filter(|i| !c.contains_key(i)).take(20).collect()
+                };
+                eprintln!("{scenario}: first missing ids {missing:?}");
                 panic!("FAULTS {scenario}: timed out after {timeout:?}: sent {sent}, received {received}, lost {lost}, duplicated {dup}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -649,4 +654,151 @@ async fn network_partition() {
     drop(p);
     mosq.stop();
     drop(ns);
+}
+
+/// A plain rumqttc client on a persistent session (QoS 1): counts what
+/// arrives on `topic` into `sink`'s tally, and the PUBACKs of its own
+/// publishes.
+struct Mqtt1 {
+    client: rumqttc::AsyncClient,
+    subscribed: Arc<AtomicU64>,
+    pubacks: Arc<AtomicU64>,
+}
+
+impl Mqtt1 {
+    fn start(url: &str, topic: Option<String>, sink: Option<&Sink>) -> Mqtt1 {
+        let u = url::Url::parse(url).unwrap();
+        let mut o = rumqttc::MqttOptions::new(unique("raw1"), u.host_str().unwrap(), u.port().unwrap());
+        o.set_clean_session(false);
+        o.set_keep_alive(Duration::from_secs(5));
+        let (client, mut el) = rumqttc::AsyncClient::new(o, 1000);
+        let m = Mqtt1 { client: client.clone(), subscribed: Default::default(), pubacks: Default::default() };
+        let (subscribed, pubacks) = (m.subscribed.clone(), m.pubacks.clone());
+        let counts = sink.map(|s| (s.counts.clone(), s.distinct.clone(), s.total.clone()));
+        tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        if let Some(t) = &topic {
+                            let _ = client.try_subscribe(t.clone(), rumqttc::QoS::AtLeastOnce);
+                        }
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        subscribed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                        pubacks.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        if let (Some((counts, distinct, total)), Ok(id)) = (&counts, serde_json::from_slice::<u64>(&p.payload)) {
+                            total.fetch_add(1, Ordering::SeqCst);
+                            let mut c = counts.lock().unwrap();
+                            let n = c.entry(id).or_insert(0);
+                            *n += 1;
+                            if *n == 1 {
+                                distinct.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        m
+    }
+
+    fn send(&self, topic: String, from: u64, to: u64) -> tokio::task::JoinHandle<()> {
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            for i in from..to {
+                client.publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, i.to_string()).await.unwrap();
+            }
+        })
+    }
+}
+
+impl Sink {
+    /// A tally without an AMQP consumer (fed by an [`Mqtt1`]).
+    fn tally_only() -> Sink {
+        Sink {
+            _t: None,
+            counts: Default::default(),
+            distinct: Default::default(),
+            total: Default::default(),
+            others: Default::default(),
+            queue: String::new(),
+        }
+    }
+}
+
+async fn wait_until(what: &str, timeout: Duration, f: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "{what} within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// MQTT with `?qos=1`, on a private Mosquitto with persistence: the
+/// participant SIGKILLed and restarted (its persistent session kept what
+/// arrived meanwhile), then the broker restarted: nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_qos1() {
+    init();
+    let _turn = TURN.lock().await;
+    let n = size(2_000, 20_000);
+    let half = n / 2;
+    let mut mosq = blocking(|| PrivateMosquitto::start(true));
+    let url = format!("{}?qos=1", mosq.url());
+    let state = mosq.dir.join("state");
+    let r = unique("kq1");
+    let spawn = |name: &str| {
+        let mut c = rust_repeat(&r, &url);
+        c.env("MSGFLO_STATE_DIR", &state);
+        Proc::spawn(name, c, &mosq.dir)
+    };
+    let mut p = spawn("repeat-1");
+    wait_log(&mut p, "ready on", 0, Duration::from_secs(60)).await;
+    let sink = Sink::tally_only();
+    let out = Mqtt1::start(&mosq.url(), Some(format!("{r}.OUT")), Some(&sink));
+    wait_until("the sink's subscription", Duration::from_secs(30), || out.subscribed.load(Ordering::SeqCst) > 0).await;
+    let sender = Mqtt1::start(&mosq.url(), None, None);
+    let started = Instant::now();
+
+    // The participant killed mid-stream and started again.
+    let sending = sender.send(format!("{r}.IN"), 0, half);
+    wait_until("an eighth through", Duration::from_secs(60), || sink.distinct() >= n / 8).await;
+    let at_kill = sink.distinct();
+    p.sigkill();
+    sending.await.unwrap();
+    wait_until("the first half accepted by the broker", Duration::from_secs(60), || sender.pubacks.load(Ordering::SeqCst) >= half).await;
+    let while_away = half - sink.distinct().min(half);
+    let mut p = spawn("repeat-2");
+    sink.wait_all("mqtt-qos1 participant restart", half, Duration::from_secs(120)).await;
+    let (_, lost1, dup1) = sink.tally(half);
+
+    // The broker restarted (SIGTERM: Mosquitto saves its database).
+    let sending = sender.send(format!("{r}.IN"), half, n);
+    wait_until("more through", Duration::from_secs(60), || sink.distinct() >= half + n / 8).await;
+    let at_restart = sink.distinct();
+    blocking(|| {
+        mosq.terminate();
+        mosq.run();
+    });
+    sending.await.unwrap();
+    sink.wait_all("mqtt-qos1 broker restart", n, Duration::from_secs(120)).await;
+    assert!(!p.exited(), "the participant survived the broker restart:\n{}", p.output());
+    // Mosquitto's in-flight window (20 per client) and rumqttc's (100), per fault.
+    let bound = 2 * 3 * (20 + 100);
+    sink.report(
+        "mqtt-qos1 (participant SIGKILLed + restarted, then Mosquitto restarted; persistence on)",
+        n,
+        bound,
+        &format!(
+            "; killed after {at_kill} arrived, {while_away} waited for it in its session (lost {lost1}, duplicated {dup1} at that point); broker restarted after {at_restart}; total {:.1} s",
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    drop(p);
 }

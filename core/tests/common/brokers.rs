@@ -200,7 +200,14 @@ impl PrivateMosquitto {
         }
         conf.push_str("allow_anonymous true\n");
         if persistent {
-            conf.push_str(&format!("persistence true\npersistence_location {}/\nautosave_interval 1\n", dir.display()));
+            // Started as root, Mosquitto drops to the `mosquitto` user: the
+            // database folder must be that user's.
+            let db = dir.join("db");
+            std::fs::create_dir_all(&db).unwrap();
+            if is_root() {
+                let _ = Command::new("chown").args(["-R", "mosquitto"]).arg(&db).status();
+            }
+            conf.push_str(&format!("persistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 1000000\n", db.display()));
         }
         std::fs::write(dir.join("m.conf"), conf).unwrap();
         let mut m = PrivateMosquitto { port, dir, child: None };
@@ -224,6 +231,14 @@ impl PrivateMosquitto {
         }
     }
 
+    /// SIGTERM: a clean shutdown (with persistence, it saves its database).
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+
     /// SIGKILL (no chance to save anything it has not saved yet).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -240,7 +255,11 @@ impl PrivateMosquitto {
 impl Drop for PrivateMosquitto {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("private Mosquitto's folder left in {} for inspection", self.dir.display());
+        }
     }
 }
 
