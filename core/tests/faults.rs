@@ -789,8 +789,11 @@ async fn mqtt_qos1() {
     sending.await.unwrap();
     sink.wait_all("mqtt-qos1 broker restart", n, Duration::from_secs(120)).await;
     assert!(!p.exited(), "the participant survived the broker restart:\n{}", p.output());
-    // Mosquitto's in-flight window (20 per client) and rumqttc's (100), per fault.
-    let bound = 2 * 3 * (20 + 100);
+    // A participant restart replays at most the broker's in-flight window to
+    // it (20) and its own unacked publishes (rumqttc: 100). A broker restart
+    // also replays what Mosquitto's saved sessions held in flight (measured
+    // 137-339 of 1000); counted, and bounded here by the phase's size.
+    let bound = half;
     sink.report(
         "mqtt-qos1 (participant SIGKILLed + restarted, then Mosquitto restarted; persistence on)",
         n,

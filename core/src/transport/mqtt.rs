@@ -48,6 +48,11 @@ const MAX_PACKET: usize = 256 * 1024 * 1024;
 
 type Subscribers = HashMap<String, Vec<(Arc<str>, mpsc::Sender<Delivery>)>>;
 
+/// QoS 1 messages of a resumed session that arrive (right after CONNACK)
+/// for a topic nobody here subscribed to yet: held, not acked, until the
+/// subscriber is there. Locked after `Subscribers`, never alone before it.
+type Early = Arc<Mutex<HashMap<String, Vec<rumqttc::Publish>>>>;
+
 /// Waiters for SUBACKs, in the order the SUBSCRIBEs were queued (the broker
 /// answers in order). Cleared on reconnect: those subscriptions are redone.
 type SubAckWaiters = Arc<Mutex<std::collections::VecDeque<oneshot::Sender<()>>>>;
@@ -57,6 +62,7 @@ pub struct Mqtt {
     url: BrokerUrl,
     client: AsyncClient,
     subscribers: Arc<Mutex<Subscribers>>,
+    early: Early,
     subacks: SubAckWaiters,
     generation: watch::Receiver<u64>,
     /// Fires when the event loop has sent DISCONNECT (everything queued
@@ -192,6 +198,7 @@ impl Mqtt {
         net.set_tcp_nodelay(true);
         eventloop.set_network_options(net);
         let subscribers: Arc<Mutex<Subscribers>> = Default::default();
+        let early: Early = Default::default();
         let subacks: SubAckWaiters = Default::default();
         let (gen_tx, gen_rx) = watch::channel(0u64);
         let (first_tx, first_rx) = oneshot::channel();
@@ -201,6 +208,7 @@ impl Mqtt {
             url: url.clone(),
             client: client.clone(),
             subscribers: subscribers.clone(),
+            early: early.clone(),
             subacks: subacks.clone(),
             generation: gen_tx,
             closed: closed.clone(),
@@ -219,6 +227,7 @@ impl Mqtt {
             url,
             client,
             subscribers,
+            early,
             subacks,
             generation: gen_rx,
             disconnected: Mutex::new(Some(disc_rx)),
@@ -241,6 +250,7 @@ struct EventTask {
     url: BrokerUrl,
     client: AsyncClient,
     subscribers: Arc<Mutex<Subscribers>>,
+    early: Early,
     subacks: SubAckWaiters,
     generation: watch::Sender<u64>,
     closed: CancellationToken,
@@ -304,12 +314,17 @@ impl EventTask {
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let generation = *self.generation.borrow();
-                    let sinks: Vec<_> = self.subscribers.lock().unwrap().get(p.topic.as_str()).cloned().unwrap_or_default();
                     let at_least_once = p.qos != QoS::AtMostOnce;
-                    let settler: Arc<dyn Settle> = if at_least_once {
-                        if sinks.is_empty() {
-                            let _ = self.client.try_ack(&p);
+                    let sinks: Vec<_> = {
+                        let subs = self.subscribers.lock().unwrap();
+                        let sinks = subs.get(p.topic.as_str()).cloned().unwrap_or_default();
+                        if sinks.is_empty() && at_least_once {
+                            self.early.lock().unwrap().entry(p.topic.clone()).or_default().push(p);
+                            continue;
                         }
+                        sinks
+                    };
+                    let settler: Arc<dyn Settle> = if at_least_once {
                         Arc::new(AckWhenSettled {
                             client: self.client.clone(),
                             publish: p.clone(),
@@ -387,12 +402,24 @@ impl Transport for Mqtt {
 
     async fn subscribe(&self, queue: &str, inport: Arc<str>, sink: mpsc::Sender<Delivery>) -> Result<()> {
         self.check_open()?;
-        let first = {
+        let (first, early) = {
             let mut subs = self.subscribers.lock().unwrap();
             let entry = subs.entry(queue.to_owned()).or_default();
-            entry.push((inport, sink));
-            entry.len() == 1
+            entry.push((inport.clone(), sink.clone()));
+            (entry.len() == 1, self.early.lock().unwrap().remove(queue).unwrap_or_default())
         };
+        let generation = *self.generation.borrow();
+        for p in early {
+            let settler: Arc<dyn Settle> = Arc::new(AckWhenSettled {
+                client: self.client.clone(),
+                publish: p.clone(),
+                remaining: 1.into(),
+                requeue: false.into(),
+            });
+            let msg = Message { inport: inport.clone(), payload: Payload::new(p.payload.to_vec()), redelivered: p.dup, timestamp: None };
+            // A closed receiver drops it unacked: the broker redelivers.
+            let _ = sink.send(Delivery::new(msg, 0, generation, settler)).await;
+        }
         if first {
             // Wait for the SUBACK, so that "connected" means messages sent
             // from now on arrive (QoS 0 drops what has no subscriber yet).
