@@ -119,6 +119,10 @@ fn state_dir() -> std::path::PathBuf {
 /// Claim the first per-instance file of `name` not locked by a live
 /// process; its content is the client id (made on first use).
 fn claim_session(name: &str) -> Result<Session> {
+    claim_session_in(&state_dir(), name)
+}
+
+fn claim_session_in(dir: &std::path::Path, name: &str) -> Result<Session> {
     use std::io::{Read, Seek, Write};
     let base: String = name
         .chars()
@@ -128,9 +132,8 @@ fn claim_session(name: &str) -> Result<Session> {
         .chars()
         .take(64)
         .collect();
-    let dir = state_dir();
     let fail = |e: std::io::Error| Error::broker(format!("MQTT session file in {}", dir.display()), e.to_string());
-    std::fs::create_dir_all(&dir).map_err(fail)?;
+    std::fs::create_dir_all(dir).map_err(fail)?;
     for k in 0..1024 {
         let path = dir.join(format!("mqtt-{base}-{k}.id"));
         let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(fail)?;
@@ -509,5 +512,26 @@ impl Transport for Mqtt {
 impl Drop for Mqtt {
     fn drop(&mut self) {
         self.closed.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_id_is_kept_per_instance() {
+        let dir = std::env::temp_dir().join(format!("msgflo-session-{}", uuid::Uuid::new_v4().simple()));
+        let a = claim_session_in(&dir, "msgflo r (Repeat)").unwrap();
+        let b = claim_session_in(&dir, "msgflo r (Repeat)").unwrap();
+        assert_ne!(a.id, b.id, "a second live instance gets its own session");
+        assert!(a.id.starts_with("msgflo-msgflo_r__Repeat-"), "{}", a.id);
+        let first = a.id.clone();
+        drop(a);
+        let again = claim_session_in(&dir, "msgflo r (Repeat)").unwrap();
+        assert_eq!(again.id, first, "a restarted instance takes its session back");
+        let other = claim_session_in(&dir, "msgflo s (Repeat)").unwrap();
+        assert_ne!(other.id, b.id);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
