@@ -805,3 +805,66 @@ async fn mqtt_qos1() {
     );
     drop(p);
 }
+
+/// The coordinator's MQTT edge forwarding with `?qos=1`: `msgflo run
+/// --no-start` forwards a.OUT -> b.IN at QoS 1 on its own persistent
+/// session; SIGKILLed mid-stream and started again, it forwards what
+/// arrived for it meanwhile: nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_qos1_coordinator_killed() {
+    init();
+    let _turn = TURN.lock().await;
+    let n = size(1_000, 10_000);
+    let mosq = blocking(|| PrivateMosquitto::start(true));
+    let url = format!("{}?qos=1", mosq.url());
+    let state = mosq.dir.join("state");
+    let (a, b) = (unique("kq1a"), unique("kq1b"));
+    let mut pa = {
+        let mut c = rust_repeat(&a, &url);
+        c.env("MSGFLO_STATE_DIR", &state);
+        Proc::spawn("repeat-a", c, &mosq.dir)
+    };
+    let mut pb = {
+        let mut c = rust_repeat(&b, &url);
+        c.env("MSGFLO_STATE_DIR", &state);
+        Proc::spawn("repeat-b", c, &mosq.dir)
+    };
+    wait_log(&mut pa, "ready on", 0, Duration::from_secs(60)).await;
+    wait_log(&mut pb, "ready on", 0, Duration::from_secs(60)).await;
+    let graph = mosq.dir.join("graph.fbp");
+    std::fs::write(&graph, format!("{a}(Repeat) OUT -> IN {b}(Repeat)\n")).unwrap();
+    let coordinator = |name: &str| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_msgflo"));
+        c.arg("run").arg(&graph).args(["--no-start", "--port", "0", "--broker", &url]);
+        c.env("MSGFLO_DISCOVERY_PERIOD", "1").env("MSGFLO_STATE_DIR", &state);
+        Proc::spawn(name, c, &mosq.dir)
+    };
+    let mut first = coordinator("coordinator-1");
+    wait_log(&mut first, "(graph complete)", 0, Duration::from_secs(60)).await;
+    let sink = Sink::tally_only();
+    let out = Mqtt1::start(&mosq.url(), Some(format!("{b}.OUT")), Some(&sink));
+    wait_until("the sink's subscription", Duration::from_secs(30), || out.subscribed.load(Ordering::SeqCst) > 0).await;
+    let sender = Mqtt1::start(&mosq.url(), None, None);
+    let started = Instant::now();
+    let sending = sender.send(format!("{a}.IN"), 0, n);
+    wait_until("a quarter through the forwarding", Duration::from_secs(60), || sink.distinct() >= n / 4).await;
+    let at_kill = sink.distinct();
+    first.sigkill();
+    sending.await.unwrap();
+    wait_until("everything accepted by the broker", Duration::from_secs(60), || sender.pubacks.load(Ordering::SeqCst) >= n).await;
+    let before_restart = sink.distinct();
+    let mut second = coordinator("coordinator-2");
+    sink.wait_all("mqtt-qos1-coordinator-killed", n, Duration::from_secs(120)).await;
+    assert!(!second.exited(), "{}", second.output());
+    sink.report(
+        "mqtt-qos1-coordinator-killed (msgflo run forwarding a.OUT -> b.IN at QoS 1, SIGKILLed, started again)",
+        n,
+        n / 2,
+        &format!(
+            "; killed after {at_kill} arrived; {} waited in its session for the new coordinator; total {:.1} s",
+            n - before_restart.min(n),
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    drop((pa, pb, first, second));
+}
