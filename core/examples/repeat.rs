@@ -17,9 +17,12 @@ struct Args {
     /// Broker URL (default: MSGFLO_BROKER, CLOUDAMQP_URL, amqp://localhost).
     #[arg(long)]
     broker: Option<String>,
-    /// AMQP prefetch.
-    #[arg(long, default_value_t = msgflo::transport::DEFAULT_PREFETCH)]
-    prefetch: u16,
+    /// AMQP prefetch (default: MSGFLO_PREFETCH, else 256).
+    #[arg(long)]
+    prefetch: Option<u16>,
+    /// Seconds each message takes (a slow worker, for scaling tests).
+    #[arg(long, default_value_t = 0.0)]
+    delay: f64,
 }
 
 #[tokio::main]
@@ -47,14 +50,24 @@ async fn run(args: Args) -> msgflo::Result<()> {
         .inport(PortDef::new("in"))
         .outport(PortDef::new("out"));
     let mut options = Options { broker: args.broker, ..Default::default() };
-    options.connect.prefetch = args.prefetch;
+    if let Some(p) = args.prefetch {
+        options.connect.prefetch = p;
+    }
+    let delay = std::time::Duration::try_from_secs_f64(args.delay).map_err(|e| msgflo::Error::InvalidDefinition(format!("--delay: {e}")))?;
     let participant = Participant::connect(&def, &args.role, options).await?;
     println!("{}(Repeat) ready on {}", args.role, participant.transport().describe());
     participant.announce().await?;
 
     let serving = participant.clone();
     let server = tokio::spawn(async move {
-        serving.serve(|msg| async move { Ok(vec![("out".to_string(), msg.payload)]) }).await
+        serving
+            .serve(move |msg| async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(vec![("out".to_string(), msg.payload)])
+            })
+            .await
     });
     shutdown_signal().await;
     participant.stop().await?;

@@ -155,6 +155,7 @@ impl Definition {
                 .id
                 .clone()
                 .filter(|s| !s.is_empty())
+                .or_else(|| given_id(role))
                 .unwrap_or_else(|| format!("{role}-{}", uuid::Uuid::new_v4())),
             role: role.to_owned(),
             component: self.component.clone(),
@@ -289,6 +290,19 @@ pub struct AnnouncedPort {
     pub type_: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+}
+
+/// The participant id a coordinator gave this process in
+/// `MSGFLO_PARTICIPANT_ID` (so it knows which instance ended when the
+/// process exits): taken by the first participant of the process with the
+/// role in `MSGFLO_PARTICIPANT_ROLE`, once.
+fn given_id(role: &str) -> Option<String> {
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let id = std::env::var("MSGFLO_PARTICIPANT_ID").ok().filter(|s| !s.is_empty())?;
+    if std::env::var("MSGFLO_PARTICIPANT_ROLE").ok().as_deref() != Some(role) {
+        return None;
+    }
+    (!TAKEN.swap(true, std::sync::atomic::Ordering::Relaxed)).then_some(id)
 }
 
 /// Parse a message from `fbp`. Anything that is not a participant discovery

@@ -49,6 +49,8 @@ pub mod edge;
 pub mod fbp;
 pub mod error;
 pub mod graph;
+#[cfg(feature = "coordinator")]
+pub mod guv;
 pub mod library;
 pub mod message;
 pub mod participant;

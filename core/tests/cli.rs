@@ -25,14 +25,7 @@ fn msgflo() -> Command {
 }
 
 fn example(name: &str) -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        // `cargo test` builds examples; `cargo test --test cli` does not.
-        let ok = Command::new(env!("CARGO")).args(["build", "-q", "-p", "msgflo", "--example", "repeat"]).status().unwrap();
-        assert!(ok.success(), "building the repeat example");
-    });
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("examples").join(name)
+    examples(&["repeat"]).join(name)
 }
 
 /// A folder with a graph and a library whose `Repeat` is our example.

@@ -357,29 +357,32 @@ async fn wrong_port_names_are_reported() {
     cleanup(&url, &[format!("{a}.IN"), format!("{a}.OUT"), format!("{b}.IN"), format!("{b}.OUT")]).await;
 }
 
-/// With a launcher, the graph decides which participants run: adding a node
-/// starts its participant (and wires it), removing it stops the process.
-#[tokio::test]
-async fn set_graph_starts_and_stops_participants() {
+/// A coordinator that starts the graph's participants (`Repeat` is the
+/// repeat example).
+async fn launching(url: &str, graph: &str) -> Coordinator {
     use msgflo::coordinator::launcher::Launcher;
     use msgflo::coordinator::supervisor::Supervisor;
-    let url = amqp_url();
-    let exe = std::env::current_exe().unwrap();
-    let repeat = exe.parent().unwrap().parent().unwrap().join("examples/repeat");
-    let built = std::process::Command::new(env!("CARGO")).args(["build", "-q", "-p", "msgflo", "--example", "repeat"]).status().unwrap();
-    assert!(built.success());
+    let repeat = examples(&["repeat"]).join("repeat");
     let library = msgflo::library::Library::from_json(&format!(r#"{{"components": {{"Repeat": "{} #ROLE"}}}}"#, repeat.display())).unwrap();
-    let (a, b) = (unique("la"), unique("lb"));
-    let mut o = Options::new(fbp::parse(&format!("{a}(Repeat)")).unwrap());
+    let mut o = Options::new(fbp::parse(graph).unwrap());
     o.launcher = Some(Launcher {
         library,
         dir: std::env::temp_dir(),
-        broker_url: url.clone(),
+        broker_url: url.to_owned(),
         only: vec![],
         ignore: vec![],
         supervisor: Supervisor::new(Duration::from_secs(5)),
     });
-    let c = Coordinator::start(connect(&url).await, &url, o).await.unwrap();
+    Coordinator::start(connect(url).await, url, o).await.unwrap()
+}
+
+/// With a launcher, the graph decides which participants run: adding a node
+/// starts its participant (and wires it), removing it stops the process.
+#[tokio::test]
+async fn set_graph_starts_and_stops_participants() {
+    let url = amqp_url();
+    let (a, b) = (unique("la"), unique("lb"));
+    let c = launching(&url, &format!("{a}(Repeat)")).await;
     c.wait_for(T, |s| s.complete).await.unwrap();
     let roles = |cs: Vec<msgflo::coordinator::supervisor::ChildStatus>| cs.into_iter().map(|c| c.role).collect::<Vec<_>>();
     assert_eq!(roles(c.children().await), vec![a.clone()]);
@@ -408,6 +411,47 @@ async fn set_graph_starts_and_stops_participants() {
     assert_eq!(roles(c.children().await), vec![b.clone()]);
     c.stop().await;
     cleanup(&url, &[format!("{a}.IN"), format!("{a}.OUT"), format!("{b}.IN"), format!("{b}.OUT")]).await;
+}
+
+/// Scaling a role runs several instances on the role's queues: work is
+/// shared, every message is handled once; scaling down stops the newest.
+#[tokio::test]
+async fn a_role_scales_to_several_instances_and_back() {
+    let url = amqp_url();
+    let a = unique("scale");
+    let c = launching(&url, &format!("{a}(Repeat)")).await;
+    c.wait_for(T, |s| s.complete).await.unwrap();
+    c.scale(&a, 3).unwrap();
+    let alive = |n: usize| {
+        let a = a.clone();
+        move |s: &msgflo::coordinator::Snapshot| s.participants.iter().any(|p| p.role == a && p.alive == n)
+    };
+    c.wait_for(T, alive(3)).await.unwrap();
+    let mut instances: Vec<u32> = c.children().await.into_iter().filter(|ch| ch.role == a).map(|ch| ch.instance).collect();
+    instances.sort();
+    assert_eq!(instances, vec![0, 1, 2]);
+    // 60 messages are shared by the three and each comes out once.
+    let mut tap = Tap::on(&url, &format!("{a}.OUT")).await;
+    let t = connect(&url).await;
+    for i in 0..60 {
+        t.publish(Target::Queue(format!("{a}.IN")), Payload::from(format!("{i}")), true).await.unwrap();
+    }
+    let mut got = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        assert!(got.insert(tap.next().await), "a message came out twice");
+    }
+    c.scale(&a, 1).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let left: Vec<u32> = c.children().await.into_iter().filter(|ch| ch.role == a).map(|ch| ch.instance).collect();
+        if left == vec![0] {
+            break;
+        }
+        assert!(start.elapsed() < T, "still running: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.stop().await;
+    cleanup(&url, &[format!("{a}.IN"), format!("{a}.OUT")]).await;
 }
 
 /// Discovery left in the durable `fbp` queue long ago (no observer ran) is

@@ -17,19 +17,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 const T: Duration = Duration::from_secs(30);
 
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
-/// Build the examples once (`cargo test --test runtime` does not).
 fn examples() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let ok = std::process::Command::new(env!("CARGO")).args(["build", "-q", "-p", "msgflo", "--example", "repeat", "--example", "drop"]).status().unwrap();
-        assert!(ok.success(), "building the examples");
-    });
-    bin_dir().join("examples")
+    common::examples(&["repeat", "drop"])
 }
 
 fn repo() -> PathBuf {

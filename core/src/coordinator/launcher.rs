@@ -59,6 +59,7 @@ impl Launcher {
         }
         Ok(Spec {
             role: role.to_owned(),
+            instance: 0,
             argv,
             env: vec![("MSGFLO_BROKER".into(), self.broker_url.clone())],
             dir: Some(self.dir.clone()),

@@ -64,11 +64,26 @@ pub struct Options {
     pub wire: bool,
     /// Start (and stop) the graph's participants, following the graph.
     pub launcher: Option<launcher::Launcher>,
+    /// Instances to run per role from the start (absent: 1); see
+    /// [`Coordinator::scale`].
+    pub scale: BTreeMap<String, u32>,
+    /// Extra environment for the participants of a role.
+    pub role_env: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl Options {
     pub fn new(graph: Graph) -> Self {
-        Options { graph, expiry: default_expiry(), send_iips: true, answer_queries: true, query: true, wire: true, launcher: None }
+        Options {
+            graph,
+            expiry: default_expiry(),
+            send_iips: true,
+            answer_queries: true,
+            query: true,
+            wire: true,
+            launcher: None,
+            scale: BTreeMap::new(),
+            role_env: BTreeMap::new(),
+        }
     }
 
     /// Look, never touch: for `msgflo status` and other observers.
@@ -120,6 +135,8 @@ pub struct Snapshot {
     pub reported_wires: Vec<WireStatus>,
     /// Graph participants the launcher could not start, and why.
     pub not_started: Vec<(String, String)>,
+    /// Instances this coordinator runs per role it starts.
+    pub expected: BTreeMap<String, u32>,
 }
 
 /// Changes a running coordinator accepts (the FBP runtime protocol drives
@@ -129,6 +146,7 @@ enum Command {
     Send(Target, Payload, oneshot::Sender<Result<()>>),
     Tap(BTreeSet<(String, String)>),
     Deliver(PortRef, Payload),
+    Scale(String, u32),
 }
 
 /// What happened on the wire, for watchers (the FBP runtime's
@@ -182,6 +200,8 @@ impl Coordinator {
             events: events.clone(),
             taps: tap::Taps::new(tap_tx),
             held: Vec::new(),
+            scale: options.scale,
+            role_env: options.role_env,
             transport,
             registry: Registry::new(options.expiry),
             iips: options.graph.connections.iter().filter(|c| c.src.is_none() && options.send_iips).cloned().map(|c| (c, None)).collect(),
@@ -255,6 +275,14 @@ impl Coordinator {
         self.commands.send(Command::Deliver(tgt, payload)).map_err(|_| Error::Closed)
     }
 
+    /// Run `n` instances of `role` (default 1) from now on. They share the
+    /// role's queues, so work is spread over them; scaling down stops the
+    /// newest instances with SIGTERM, which lets each finish and settle
+    /// what it holds. `0` stops the role (its queue keeps the work).
+    pub fn scale(&self, role: &str, n: u32) -> Result<()> {
+        self.commands.send(Command::Scale(role.to_owned(), n)).map_err(|_| Error::Closed)
+    }
+
     /// Data seen on tapped outports and values sent by this coordinator.
     pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.events.subscribe()
@@ -277,6 +305,16 @@ impl Coordinator {
             let _ = t.await;
         }
         if let Some(s) = self.supervisor.take() {
+            s.shutdown().await;
+        }
+    }
+
+    /// Stop the loop and the participants it started, through a shared
+    /// reference (when [`Coordinator::stop`] cannot take it): the loop ends
+    /// on its own, the participants are waited for.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        if let Some(s) = &self.supervisor {
             s.shutdown().await;
         }
     }
@@ -326,6 +364,9 @@ struct State {
     taps: tap::Taps,
     /// Values to deliver once their target is ready, and since when.
     held: Vec<(PortRef, Payload, Instant)>,
+    /// Instances wanted per role (absent: 1).
+    scale: BTreeMap<String, u32>,
+    role_env: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl State {
@@ -336,6 +377,7 @@ impl State {
         mut tapped: mpsc::Receiver<Delivery>,
         stop: CancellationToken,
     ) {
+        let mut exits = self.launcher.as_ref().map(|l| l.supervisor.exits());
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut snap_tick = tokio::time::interval(Duration::from_millis(50));
@@ -375,6 +417,11 @@ impl State {
                         self.taps.want(wanted);
                         self.reconcile().await;
                     }
+                    Some(Command::Scale(role, n)) => {
+                        info!(role = %role, "scaling {role} to {n} instance(s)");
+                        self.scale.insert(role, n);
+                        self.reconcile_processes().await;
+                    }
                     Some(Command::Deliver(tgt, payload)) => {
                         self.held.push((tgt, payload, Instant::now()));
                         self.reconcile().await;
@@ -384,6 +431,24 @@ impl State {
                         return;
                     }
                 },
+                Some(e) = async {
+                    match exits.as_mut() {
+                        Some(r) => loop {
+                            match r.recv().await {
+                                Ok(e) => break Some(e),
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                                Err(_) => break None,
+                            }
+                        },
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let single = self.scale.get(&e.role).copied().unwrap_or(1) == 1;
+                    if self.registry.mark_gone(&e.role, &e.participant, single) {
+                        info!(role = %e.role, "participant {} ({}) is gone: its process ended ({})", e.role, e.participant, e.how);
+                        self.snapshot_due = true;
+                    }
+                }
                 Some(d) = tapped.recv() => {
                     if let Some((role, port)) = self.taps.source(d.inport()) {
                         let _ = self.events.send(Event::Data { role, port, payload: d.payload().clone() });
@@ -636,16 +701,37 @@ impl State {
     async fn reconcile_processes(&mut self) {
         let Some(l) = &self.launcher else { return };
         let wanted = l.roles(&self.graph);
-        for role in l.supervisor.roles().await {
+        let count = |role: &str| self.scale.get(role).copied().unwrap_or(1);
+        // Newest first, so a scale-down keeps the oldest instances.
+        let mut running = l.supervisor.instances().await;
+        running.reverse();
+        for (role, i) in running {
             if !wanted.contains(&role) {
-                l.supervisor.stop(&role).await;
-                info!(role = %role, "stopped participant {role}: no longer in the graph");
+                l.supervisor.stop_instance(&role, i).await;
+                if i == 0 {
+                    info!(role = %role, "stopped participant {role}: no longer in the graph");
+                }
+            } else if i >= count(&role) {
+                l.supervisor.stop_instance(&role, i).await;
+                info!(role = %role, "stopped instance {i} of {role} (scaled to {})", count(&role));
             }
         }
         self.not_started.clear();
         for role in wanted {
             let started = match l.spec(&self.graph, &role) {
-                Ok(spec) => l.supervisor.start(spec).await,
+                Ok(spec) => {
+                    let mut result = Ok(());
+                    for i in 0..count(&role) {
+                        let mut s = spec.clone();
+                        s.instance = i;
+                        s.env.extend(self.role_env.get(&role).cloned().unwrap_or_default());
+                        if let Err(e) = l.supervisor.start(s).await {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                    result
+                }
                 Err(e) => Err(e),
             };
             if let Err(e) = started {
@@ -771,6 +857,19 @@ impl State {
             complete,
             reported_wires: self.reported_wires.clone(),
             not_started: self.not_started.iter().map(|(r, e)| (r.clone(), e.clone())).collect(),
+            expected: self
+                .launcher
+                .as_ref()
+                .map(|l| {
+                    l.roles(&self.graph)
+                        .into_iter()
+                        .map(|r| {
+                            let n = self.scale.get(&r).copied().unwrap_or(1);
+                            (r, n)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         });
     }
 }

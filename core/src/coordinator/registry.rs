@@ -181,15 +181,38 @@ impl Registry {
                 instances: r.instances.len(),
                 last_seen_secs: r.last_seen().map(|t| now.saturating_duration_since(t).as_secs_f64()),
                 heartbeats: r.instances.values().map(|i| i.heartbeats).sum(),
+                label: r.definition.label.clone().filter(|l| !l.is_empty()),
+                icon: r.definition.icon.clone().filter(|i| !i.is_empty()),
                 inports: ports(&r.definition.inports),
                 outports: ports(&r.definition.outports),
             })
             .collect()
     }
+
+    /// A participant process ended (its supervisor saw it exit): its
+    /// instance is gone now, not after the expiry. `id` is the participant
+    /// id the process was given; a participant that chose its own id (the
+    /// original libraries do) is found only when it is the role's single
+    /// live instance and `single` says the role runs one process.
+    pub fn mark_gone(&mut self, role: &str, id: &str, single: bool) -> bool {
+        let Some(r) = self.roles.get_mut(role) else { return false };
+        if let Some(i) = r.instances.get_mut(id) {
+            let was = i.alive;
+            i.alive = false;
+            return was;
+        }
+        let alive: Vec<&String> = r.instances.iter().filter(|(_, i)| i.alive).map(|(k, _)| k).collect();
+        if single && alive.len() == 1 {
+            let k = alive[0].clone();
+            r.instances.get_mut(&k).expect("listed").alive = false;
+            return true;
+        }
+        false
+    }
 }
 
 fn ports(ps: &[AnnouncedPort]) -> Vec<PortStatus> {
-    ps.iter().map(|p| PortStatus { id: p.id.clone(), queue: p.queue.clone(), depth: None, missing: false }).collect()
+    ps.iter().map(|p| PortStatus { id: p.id.clone(), type_: p.type_.clone(), queue: p.queue.clone(), depth: None, missing: false }).collect()
 }
 
 /// One role, as `msgflo status` shows it.
@@ -205,6 +228,10 @@ pub struct RoleStatus {
     pub last_seen_secs: Option<f64>,
     /// Discovery messages received for this role.
     pub heartbeats: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub icon: Option<String>,
     pub inports: Vec<PortStatus>,
     pub outports: Vec<PortStatus>,
 }
@@ -212,6 +239,8 @@ pub struct RoleStatus {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct PortStatus {
     pub id: String,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none", default)]
+    pub type_: Option<String>,
     pub queue: Option<String>,
     /// Messages waiting (AMQP inports, filled in by `msgflo status`).
     #[serde(skip_serializing_if = "Option::is_none", default)]

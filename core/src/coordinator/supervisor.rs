@@ -25,16 +25,33 @@ use tracing::{error, info, warn};
 #[derive(Debug, Clone)]
 pub struct Spec {
     pub role: String,
+    /// Which instance of the role (0 for the first; several instances
+    /// share the role's queues, see `Coordinator::scale`).
+    pub instance: u32,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     /// Working directory (default: the coordinator's).
     pub dir: Option<std::path::PathBuf>,
 }
 
+/// A child process ended (it is restarted after a backoff).
+#[derive(Debug, Clone)]
+pub struct Exited {
+    pub role: String,
+    pub instance: u32,
+    /// The participant id the process was given.
+    pub participant: String,
+    pub how: String,
+}
+
 /// A running child's visible state (for status).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChildStatus {
     pub role: String,
+    pub instance: u32,
+    /// The participant id the current process was given
+    /// (`MSGFLO_PARTICIPANT_ID`).
+    pub participant: String,
     pub command: String,
     pub pid: Option<u32>,
     pub restarts: u32,
@@ -50,12 +67,13 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Supervises the children of one coordinator, one per role.
+/// Supervises the children of one coordinator, by role and instance.
 #[derive(Clone)]
 pub struct Supervisor {
-    children: Arc<Mutex<BTreeMap<String, Running>>>,
+    children: Arc<Mutex<BTreeMap<(String, u32), Running>>>,
     stop: CancellationToken,
     grace: Duration,
+    exits: tokio::sync::broadcast::Sender<Exited>,
 }
 
 impl Default for Supervisor {
@@ -67,7 +85,12 @@ impl Default for Supervisor {
 impl Supervisor {
     /// `grace`: how long a child may take to exit after SIGTERM.
     pub fn new(grace: Duration) -> Self {
-        Supervisor { children: Default::default(), stop: CancellationToken::new(), grace }
+        Supervisor { children: Default::default(), stop: CancellationToken::new(), grace, exits: tokio::sync::broadcast::channel(256).0 }
+    }
+
+    /// Children that ended, as they end.
+    pub fn exits(&self) -> tokio::sync::broadcast::Receiver<Exited> {
+        self.exits.subscribe()
     }
 
     /// Start a child for `spec.role` and keep it running until
@@ -76,33 +99,47 @@ impl Supervisor {
     /// another command it is replaced. Fails only if the command cannot be
     /// started at all (not found): later failures are restarts.
     pub async fn start(&self, spec: Spec) -> crate::Result<()> {
+        let key = (spec.role.clone(), spec.instance);
         {
             let children = self.children.lock().await;
-            if children.get(&spec.role).is_some_and(|r| r.argv == spec.argv) {
+            if children.get(&key).is_some_and(|r| r.argv == spec.argv) {
                 return Ok(());
             }
         }
-        self.stop(&spec.role).await;
+        self.stop_instance(&spec.role, spec.instance).await;
         let status = Arc::new(Mutex::new(ChildStatus {
             role: spec.role.clone(),
+            instance: spec.instance,
+            participant: String::new(),
             command: spec.argv.join(" "),
             pid: None,
             restarts: 0,
             last_exit: None,
         }));
-        let first = spawn(&spec).map_err(|e| {
+        let (first, participant) = spawn(&spec).map_err(|e| {
             crate::Error::InvalidDefinition(format!("cannot start {:?} for role {:?}: {e}", spec.argv.join(" "), spec.role))
         })?;
-        status.lock().await.pid = first.id();
+        {
+            let mut st = status.lock().await;
+            st.pid = first.id();
+            st.participant = participant;
+        }
         let stop = self.stop.child_token();
-        let (role, argv) = (spec.role.clone(), spec.argv.clone());
-        let task = tokio::spawn(keep_running(spec, first, status.clone(), stop.clone(), self.grace));
-        self.children.lock().await.insert(role, Running { status, argv, stop, task });
+        let argv = spec.argv.clone();
+        let task = tokio::spawn(keep_running(spec, first, status.clone(), stop.clone(), self.grace, self.exits.clone()));
+        self.children.lock().await.insert(key, Running { status, argv, stop, task });
         Ok(())
     }
 
     /// Roles with a supervised child.
     pub async fn roles(&self) -> Vec<String> {
+        let mut roles: Vec<String> = self.children.lock().await.keys().map(|(r, _)| r.clone()).collect();
+        roles.dedup();
+        roles
+    }
+
+    /// Every supervised `(role, instance)`.
+    pub async fn instances(&self) -> Vec<(String, u32)> {
         self.children.lock().await.keys().cloned().collect()
     }
 
@@ -117,7 +154,16 @@ impl Supervisor {
     /// Stop the child of `role` (SIGTERM to its group, SIGKILL after the
     /// grace period) and wait for it. Nothing if there is none.
     pub async fn stop(&self, role: &str) {
-        let running = self.children.lock().await.remove(role);
+        let keys: Vec<(String, u32)> = self.children.lock().await.keys().filter(|(r, _)| r == role).cloned().collect();
+        for (r, i) in keys {
+            self.stop_instance(&r, i).await;
+        }
+    }
+
+    /// Stop one instance of `role` (a scale-down: SIGTERM lets it finish
+    /// and settle what it holds) and wait for it.
+    pub async fn stop_instance(&self, role: &str, instance: u32) {
+        let running = self.children.lock().await.remove(&(role.to_owned(), instance));
         if let Some(r) = running {
             r.stop.cancel();
             let _ = r.task.await;
@@ -134,7 +180,9 @@ impl Supervisor {
     }
 }
 
-fn spawn(spec: &Spec) -> std::io::Result<Child> {
+/// Start the process; returns it and the participant id it was given.
+fn spawn(spec: &Spec) -> std::io::Result<(Child, String)> {
+    let participant = format!("{}-{}", spec.role, &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let (program, args) = spec.argv.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
     let mut cmd = Command::new(program);
     if let Some(d) = &spec.dir {
@@ -142,6 +190,8 @@ fn spawn(spec: &Spec) -> std::io::Result<Child> {
     }
     cmd.args(args)
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("MSGFLO_PARTICIPANT_ID", &participant)
+        .env("MSGFLO_PARTICIPANT_ROLE", &spec.role)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -163,7 +213,7 @@ fn spawn(spec: &Spec) -> std::io::Result<Child> {
         });
     }
     let mut child = cmd.spawn()?;
-    let role = spec.role.clone();
+    let role = if spec.instance == 0 { spec.role.clone() } else { format!("{}#{}", spec.role, spec.instance) };
     if let Some(out) = child.stdout.take() {
         let role = role.clone();
         tokio::spawn(async move {
@@ -181,7 +231,7 @@ fn spawn(spec: &Spec) -> std::io::Result<Child> {
             }
         });
     }
-    Ok(child)
+    Ok((child, participant))
 }
 
 fn describe_exit(s: std::process::ExitStatus) -> String {
@@ -199,6 +249,7 @@ async fn keep_running(
     status: Arc<Mutex<ChildStatus>>,
     stop: CancellationToken,
     grace: Duration,
+    exits: tokio::sync::broadcast::Sender<Exited>,
 ) {
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -221,6 +272,7 @@ async fn keep_running(
             let mut st = status.lock().await;
             st.last_exit = Some(how.clone());
             st.pid = None;
+            let _ = exits.send(Exited { role: spec.role.clone(), instance: spec.instance, participant: st.participant.clone(), how: how.clone() });
         }
         warn!(
             role = %spec.role,
@@ -235,10 +287,11 @@ async fn keep_running(
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
         match spawn(&spec) {
-            Ok(c) => {
+            Ok((c, participant)) => {
                 child = c;
                 let mut st = status.lock().await;
                 st.pid = child.id();
+                st.participant = participant;
                 st.restarts += 1;
                 info!(role = %spec.role, pid = ?st.pid, "participant {} restarted", spec.role);
             }

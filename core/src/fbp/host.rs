@@ -40,18 +40,19 @@ impl Host for CoordinatorHost {
             if p.component.is_empty() {
                 continue;
             }
-            let ports = |ps: &[crate::coordinator::registry::PortStatus]| ps.iter().map(|p| (p.id.clone(), String::new())).collect();
+            let ports = |ps: &[crate::coordinator::registry::PortStatus]| ps.iter().map(|p| (p.id.clone(), p.type_.clone().unwrap_or_default())).collect();
             out.entry(p.component.clone()).or_insert_with(|| ComponentInfo {
                 name: p.component.clone(),
-                description: format!("seen on the broker as {}", p.role),
-                icon: None,
+                description: p.label.clone().unwrap_or_else(|| format!("seen on the broker as {}", p.role)),
+                icon: p.icon.clone(),
                 inports: ports(&p.inports),
                 outports: ports(&p.outports),
             });
         }
-        for (name, command) in &self.library.components {
-            let c = out.entry(name.clone()).or_insert_with(|| ComponentInfo { name: name.clone(), ..Default::default() });
-            c.description = format!("from the component library: {command}");
+        // Library components nobody runs yet: their ports are known once a
+        // participant of theirs announces itself.
+        for name in self.library.components.keys() {
+            out.entry(name.clone()).or_insert_with(|| ComponentInfo { name: name.clone(), description: "from the component library (not running yet)".into(), ..Default::default() });
         }
         out.into_values().collect()
     }

@@ -140,8 +140,19 @@ pub struct Runtime {
     host: Box<dyn Host>,
     /// Per client: the edges it watches (`None`: every edge of running graphs).
     selections: BTreeMap<ClientId, Option<BTreeSet<EdgeKey>>>,
-    /// Clients that asked for `msgflo:status` frames.
-    pub(crate) status_clients: BTreeSet<ClientId>,
+    /// Clients that asked for `msgflo:status` frames, and for which graph.
+    pub(crate) status_clients: BTreeMap<ClientId, String>,
+    /// Messages seen per watched outport, for rates.
+    meters: BTreeMap<(String, String), Meter>,
+}
+
+/// Messages per second on one outport, over windows of at least a second.
+#[derive(Debug)]
+struct Meter {
+    count: u64,
+    since: std::time::Instant,
+    rate: f64,
+    last: std::time::Instant,
 }
 
 /// The envelope of every frame.
@@ -179,7 +190,7 @@ impl Runtime {
         let mut graphs = BTreeMap::new();
         let name = main.properties.get("name").and_then(Value::as_str).unwrap_or(&settings.main_graph).to_owned();
         graphs.insert(settings.main_graph.clone(), RtGraph { graph: main, name, main: true, started: Some(SystemTime::now()), ..Default::default() });
-        let mut rt = Runtime { settings, graphs, host, selections: BTreeMap::new(), status_clients: BTreeSet::new() };
+        let mut rt = Runtime { settings, graphs, host, selections: BTreeMap::new(), status_clients: BTreeMap::new(), meters: BTreeMap::new() };
         if let Err(e) = rt.apply() {
             tracing::warn!("the main graph cannot run: {e}");
         }
@@ -341,10 +352,32 @@ impl Runtime {
         self.host.as_ref()
     }
 
+    /// Messages per second seen lately on the outport `role.port` (when
+    /// watched).
+    pub fn rate(&self, role: &str, port: &str) -> Option<f64> {
+        let m = self.meters.iter().find(|((r, p), _)| r == role && p.eq_ignore_ascii_case(port)).map(|(_, m)| m)?;
+        if m.last.elapsed() > std::time::Duration::from_secs(3) {
+            return Some(0.0);
+        }
+        Some(m.rate)
+    }
+
     /// Frames for one event on the wire, per client.
-    pub fn on_event(&self, event: &crate::coordinator::Event) -> Vec<(ClientId, Value)> {
+    pub fn on_event(&mut self, event: &crate::coordinator::Event) -> Vec<(ClientId, Value)> {
         use crate::coordinator::Event;
         let mut out = Vec::new();
+        if let Event::Data { role, port, .. } = event {
+            let now = std::time::Instant::now();
+            let m = self.meters.entry((role.clone(), port.clone())).or_insert(Meter { count: 0, since: now, rate: 0.0, last: now });
+            m.count += 1;
+            m.last = now;
+            let window = now.duration_since(m.since).as_secs_f64();
+            if window >= 1.0 {
+                m.rate = m.count as f64 / window;
+                m.count = 0;
+                m.since = now;
+            }
+        }
         match event {
             Event::Data { role, port, payload } => {
                 let data = data_value(payload);

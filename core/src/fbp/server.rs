@@ -290,9 +290,11 @@ async fn pump_status(hub: Arc<Hub>) {
         }
         let frames: Vec<(ClientId, String)> = {
             let rt = hub.runtime.lock().unwrap();
-            let main = rt.settings.main_graph.clone();
-            let text = if rt.status_clients.is_empty() { String::new() } else { super::status::build(&rt, &main).to_string() };
-            rt.status_clients.iter().map(|c| (*c, text.clone())).collect()
+            let mut built: BTreeMap<&str, String> = BTreeMap::new();
+            rt.status_clients
+                .iter()
+                .map(|(c, g)| (*c, built.entry(g.as_str()).or_insert_with(|| super::status::build(&rt, g).to_string()).clone()))
+                .collect()
         };
         last.retain(|c, _| frames.iter().any(|(f, _)| f == c));
         let clients = hub.clients.lock().unwrap();

@@ -30,7 +30,7 @@ pub(super) fn handle(rt: &mut Runtime, client: ClientId, command: &str, payload:
         Request::Subscribe { graph } => {
             let id = graph.unwrap_or_else(|| rt.settings.main_graph.clone());
             rt.graph_ref(Some(&id))?;
-            rt.status_clients.insert(client);
+            rt.status_clients.insert(client, id.clone());
             out.reply.push(build(rt, &id));
         }
         Request::Unsubscribe {} => {
@@ -67,10 +67,12 @@ pub fn build(rt: &Runtime, id: &str) -> Value {
             let seen = snap.participants.iter().find(|s| s.role == *name);
             let failed = snap.not_started.iter().find(|(r, _)| r == name);
             let alive = seen.map(|s| s.alive).unwrap_or(0);
+            let launched = snap.expected.get(name).copied();
             let (status, reason) = match (seen, failed) {
                 (Some(s), _) if s.alive > 0 => ("alive", None),
                 (_, Some((_, why))) if running => ("failed", Some(why.clone())),
-                (Some(_), _) => ("gone", Some("no discovery message within the expiry".to_owned())),
+                (Some(_), _) => ("gone", Some("its process ended, or no discovery message within the expiry".to_owned())),
+                (None, _) if running && launched.is_some_and(|n| n > 0) => ("starting", Some("started, not announced yet".to_owned())),
                 (None, _) => ("missing", Some(if running { "not discovered yet" } else { "graph not started" }.to_owned())),
             };
             let ports = |ps: Option<&Vec<crate::coordinator::registry::PortStatus>>| -> Vec<Value> {
@@ -91,7 +93,7 @@ pub fn build(rt: &Runtime, id: &str) -> Value {
                 "role": name,
                 "component": p.component,
                 "alive": alive,
-                "expected": if running { 1 } else { 0 },
+                "expected": if running { launched.unwrap_or(1) } else { 0 },
                 "status": status,
                 "inports": ports(seen.map(|s| &s.inports)),
                 "outports": ports(seen.map(|s| &s.outports)),
@@ -99,11 +101,11 @@ pub fn build(rt: &Runtime, id: &str) -> Value {
             if let Some(r) = reason {
                 v["reason"] = json!(r);
             }
-            if let Some(icon) = p.metadata.get("icon") {
-                v["icon"] = icon.clone();
+            if let Some(icon) = p.metadata.get("icon").cloned().or_else(|| seen.and_then(|s| s.icon.clone()).map(Value::from)) {
+                v["icon"] = icon;
             }
-            if let Some(label) = p.metadata.get("label") {
-                v["label"] = label.clone();
+            if let Some(label) = p.metadata.get("label").cloned().or_else(|| seen.and_then(|s| s.label.clone()).map(Value::from)) {
+                v["label"] = label;
             }
             v
         })
@@ -146,6 +148,9 @@ pub fn build(rt: &Runtime, id: &str) -> Value {
         let tq = snap.participants.iter().find(|p| p.role == c.tgt.process).and_then(|p| p.inports.iter().find(|i| i.id.eq_ignore_ascii_case(&c.tgt.port))).and_then(|i| i.queue.clone());
         if let Some(d) = tq.and_then(|q| depths.get(&q).copied()) {
             v["depth"] = json!(d);
+        }
+        if let Some(r) = rt.rate(&s.process, &s.port) {
+            v["rate"] = json!((r * 10.0).round() / 10.0);
         }
         edges.push(v);
     }

@@ -389,9 +389,11 @@ impl Inner {
 }
 
 /// How long an announcement may wait in `fbp` (AMQP `expiration`, in
-/// milliseconds): three heartbeat periods, the same as an observer's expiry.
+/// milliseconds): three heartbeat periods, the same as an observer's expiry,
+/// and at least 10 s, so that a busy observer (or a short test period) does
+/// not lose a fresh one.
 pub fn discovery_expiration() -> String {
-    (crate::discovery::heartbeat_interval() * 3).as_millis().to_string()
+    (crate::discovery::heartbeat_interval() * 3).max(Duration::from_secs(10)).as_millis().to_string()
 }
 
 /// Declare one port's objects on a fresh channel (a refused declaration

@@ -83,10 +83,24 @@ pub struct ConnectOptions {
 /// off from about 100; 256 keeps memory small with 16-byte to 64 KiB messages.
 pub const DEFAULT_PREFETCH: u16 = 256;
 
+/// The prefetch a process was given in `MSGFLO_PREFETCH` (1..=65535; the
+/// coordinator sets it to a scaled role's concurrency, so that the jobs
+/// are shared between its instances instead of held by the first).
+pub fn prefetch_from_env() -> Option<u16> {
+    let v = std::env::var("MSGFLO_PREFETCH").ok()?;
+    match v.trim().parse::<u16>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            tracing::warn!(value = %v, "ignoring MSGFLO_PREFETCH: not a whole number from 1 to 65535");
+            None
+        }
+    }
+}
+
 impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
-            prefetch: DEFAULT_PREFETCH,
+            prefetch: prefetch_from_env().unwrap_or(DEFAULT_PREFETCH),
             max_unconfirmed: 4096,
             connection_name: "msgflo".into(),
         }

@@ -281,3 +281,25 @@ pub async fn next_payload(rx: &mut tokio::sync::mpsc::Receiver<msgflo::Delivery>
     d.ack().unwrap();
     d.payload().as_bytes().to_vec()
 }
+
+/// The folder of the example binaries, building the named ones if they are
+/// missing. `cargo test` builds examples; `cargo test --test X` does not.
+/// Never rebuilt when present: a `cargo build -p msgflo` from inside a
+/// test unifies features differently from the workspace build and would
+/// recompile half the dependency tree, back and forth.
+pub fn examples(names: &[&str]) -> std::path::PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let missing: Vec<&str> = names.iter().copied().filter(|n| !dir.join(n).exists()).collect();
+    if !missing.is_empty() {
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "msgflo"]);
+        for m in &missing {
+            cmd.args(["--example", m]);
+        }
+        assert!(cmd.status().unwrap().success(), "building the examples {missing:?}");
+    }
+    dir
+}

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod guv;
 mod run;
 mod tools;
 
@@ -103,6 +104,11 @@ enum Cmd {
         broker: BrokerArg,
         #[command(flatten)]
         runtime: RuntimeArgs,
+        /// Autoscale roles with guv: FILE is a guv config (`backend: local`
+        /// roles are run as N instances, N decided from their queues;
+        /// needs an AMQP broker).
+        #[arg(long, value_name = "FILE")]
+        scale: Option<PathBuf>,
         /// Do not start participants; only wire the ones that appear.
         #[arg(long)]
         no_start: bool,
@@ -194,6 +200,8 @@ enum Cmd {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// Deadline-based autoscaling: run, validate a config, simulate.
+    Guv(guv::GuvArgs),
 }
 
 /// A failure with the exit code it deserves.
@@ -251,8 +259,8 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Cmd::Run { graph, broker, runtime, no_start, expire } => {
-                let graph = run::RunGraph { graph: graph.graph, library: graph.library, ignore: graph.ignore };
+            Cmd::Run { graph, broker, runtime, scale, no_start, expire } => {
+                let graph = run::RunGraph { graph: graph.graph, library: graph.library, ignore: graph.ignore, scale };
                 run::run(graph, broker.broker, runtime, no_start, expire).await
             }
             Cmd::Setup { graph, broker, participants, only, forever, timeout } => {
@@ -263,6 +271,7 @@ fn main() -> ExitCode {
             Cmd::Dump { queue, amount, timeout, broker } => tools::dump(queue, amount, timeout, broker.broker).await,
             Cmd::Procfile { graph } => tools::procfile(graph),
             Cmd::Status { broker, json, wait, .. } => tools::status(broker.broker, json, wait).await,
+            Cmd::Guv(args) => guv::guv(args).await,
         }
     });
     // Children and sockets are closed by now; do not wait for stray tasks.

@@ -17,6 +17,31 @@ pub struct RunGraph {
     pub graph: Option<PathBuf>,
     pub library: Option<PathBuf>,
     pub ignore: Vec<String>,
+    /// A guv config: these roles are autoscaled.
+    pub scale: Option<PathBuf>,
+}
+
+/// The coordinator's processes as guv's `local` backend: a role's count is
+/// its instances; the ones not announced yet are booting.
+struct Scaler {
+    coordinator: std::sync::Arc<Coordinator>,
+    counts: std::sync::Mutex<std::collections::BTreeMap<String, u32>>,
+}
+
+impl msgflo::guv::backend::LocalScaler for Scaler {
+    fn current(&self, role: &str) -> Option<u32> {
+        self.counts.lock().unwrap().get(role).copied()
+    }
+    fn set(&self, role: &str, n: u32) -> Result<(), String> {
+        self.coordinator.scale(role, n).map_err(|e| e.to_string())?;
+        self.counts.lock().unwrap().insert(role.to_owned(), n);
+        Ok(())
+    }
+    fn booting(&self, role: &str) -> u32 {
+        let want = self.current(role).unwrap_or(0);
+        let alive = self.coordinator.snapshot().participants.iter().find(|p| p.role == role).map(|p| p.alive as u32).unwrap_or(0);
+        want.saturating_sub(alive)
+    }
 }
 
 /// The graph and the library it is run with.
@@ -117,6 +142,10 @@ pub async fn run(args: RunGraph, broker: Option<String>, rt_args: RuntimeArgs, n
     if rt_args.auto_save && args.graph.is_none() {
         return Err(Failure::input("--auto-save needs a graph file to write to"));
     }
+    let scaled = match &args.scale {
+        Some(path) => crate::guv::load(path, &[])?,
+        None => Vec::new(),
+    };
     // Listen first, and say so on stdout before anything else: tools that
     // start runtimes take the first line as "up".
     let listener = if rt_args.no_runtime {
@@ -142,10 +171,23 @@ pub async fn run(args: RunGraph, broker: Option<String>, rt_args: RuntimeArgs, n
             (b.url(), true)
         }
     };
+    if !scaled.is_empty() && !url.starts_with("amqp") {
+        return Err(Failure::input(format!(
+            "--scale decides from queue depths, which only RabbitMQ (AMQP) reports; {} has none (use --broker amqp://...)",
+            msgflo::broker::BrokerUrl::parse(&url).map(|u| u.redacted()).unwrap_or(url.clone())
+        )));
+    }
     let transport = crate::connect(&url, "coordinator").await?;
     let mut options = Options::new(loaded.graph.clone());
     if let Some(e) = expire {
         options.expiry = Duration::from_secs_f64(e.max(0.1));
+    }
+    // Scaled roles start at their minimum, and take `concurrency` jobs at
+    // a time, so that new instances get a share of the queue.
+    let local: Vec<_> = scaled.iter().filter(|r| r.backend == msgflo::guv::config::BackendKind::Local).collect();
+    for r in &local {
+        options.scale.insert(r.name.clone(), r.minimum);
+        options.role_env.insert(r.name.clone(), vec![("MSGFLO_PREFETCH".into(), r.concurrency.max(1).to_string())]);
     }
     let l = launcher(&loaded, &url, vec![], args.ignore.clone());
     let roles = l.roles(&loaded.graph).len();
@@ -158,7 +200,20 @@ pub async fn run(args: RunGraph, broker: Option<String>, rt_args: RuntimeArgs, n
         args.graph.as_ref().map(|g| g.display().to_string()).unwrap_or_else(|| format!("an empty graph {main_id:?}")),
         if embedded { " (embedded broker)" } else { "" },
     );
+    let counts = options.scale.clone();
     let coordinator = std::sync::Arc::new(Coordinator::start(transport.clone(), &url, options).await?);
+    let guv_stop = tokio_util::sync::CancellationToken::new();
+    let guv = (!scaled.is_empty()).then(|| {
+        let scaler = Scaler { coordinator: coordinator.clone(), counts: std::sync::Mutex::new(counts) };
+        let opts = msgflo::guv::run::RunOptions {
+            local: Some(std::sync::Arc::new(scaler)),
+            stop: Some(guv_stop.clone()),
+            broker: url.clone(),
+            ..Default::default()
+        };
+        tracing::info!("autoscaling {} role(s) with guv", scaled.len());
+        tokio::spawn(msgflo::guv::run::run(scaled.clone(), opts))
+    });
     let server = match listener {
         None => None,
         Some((l, _)) => {
@@ -206,12 +261,18 @@ pub async fn run(args: RunGraph, broker: Option<String>, rt_args: RuntimeArgs, n
         }
     }
     tracing::info!("stopping participants");
+    guv_stop.cancel();
+    if let Some(g) = guv {
+        if let Ok(Err(e)) = g.await {
+            tracing::warn!("autoscaling ended: {e}");
+        }
+    }
     if let Some(s) = server {
         s.stop().await;
     }
     match std::sync::Arc::try_unwrap(coordinator) {
         Ok(c) => c.stop().await,
-        Err(_) => tracing::warn!("the coordinator is still shared; stopping it by drop"),
+        Err(shared) => shared.shutdown().await,
     }
     let _ = transport.close().await;
     Ok(())
