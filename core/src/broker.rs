@@ -10,6 +10,14 @@ use crate::error::{Error, Result};
 /// Fallback when nothing is configured, as in the original.
 pub const DEFAULT_URL: &str = "amqp://localhost";
 
+/// Seconds between AMQP heartbeats when the URL has no `?heartbeat=N`: a
+/// dead connection (a network partition, a frozen broker) is noticed within
+/// about this long. RabbitMQ's own default (60 s) is too slow to notice.
+pub const DEFAULT_AMQP_HEARTBEAT: u16 = 10;
+
+/// MQTT keep-alive (seconds) when the URL has no `?heartbeat=N`.
+pub const DEFAULT_MQTT_KEEP_ALIVE: u16 = 30;
+
 /// Which protocol family a URL speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -31,6 +39,12 @@ pub struct BrokerUrl {
     pub password: Option<String>,
     /// AMQP virtual host; `/` when the URL has an empty path.
     pub vhost: String,
+    /// `?heartbeat=N`: seconds between AMQP heartbeats, or the MQTT
+    /// keep-alive. `None`: [`DEFAULT_AMQP_HEARTBEAT`] / [`DEFAULT_MQTT_KEEP_ALIVE`].
+    pub heartbeat: Option<u16>,
+    /// `?qos=1` (MQTT): at-least-once delivery with a persistent session.
+    /// 0, the original's QoS, is the default.
+    pub qos: u8,
     raw: String,
 }
 
@@ -101,7 +115,23 @@ impl BrokerUrl {
         };
         let username = (!url.username().is_empty()).then(|| percent_decode(url.username()));
         let password = url.password().map(percent_decode);
+        let mut heartbeat = None;
+        let mut qos = 0;
+        for (k, v) in url.query_pairs() {
+            if k == "heartbeat" {
+                let n = v.parse::<u16>().map_err(|_| bad(&format!("heartbeat={v:?}: whole seconds, 0-65535, expected")))?;
+                heartbeat = Some(n);
+            } else if k == "qos" {
+                qos = match v.as_ref() {
+                    "0" => 0,
+                    "1" => 1,
+                    _ => return Err(bad(&format!("qos={v:?}: 0 or 1 expected"))),
+                };
+            }
+        }
         Ok(BrokerUrl {
+            heartbeat,
+            qos,
             scheme,
             port: url.port().unwrap_or(default_port),
             host,
@@ -144,6 +174,18 @@ mod tests {
         assert_eq!(u.scheme, Scheme::Amqp { tls: false });
         assert_eq!((u.host.as_str(), u.port, u.vhost.as_str()), ("localhost", 5672, "/"));
         assert_eq!(u.username, None);
+    }
+
+    #[test]
+    fn heartbeat_from_the_query() {
+        assert_eq!(BrokerUrl::parse("amqp://h").unwrap().heartbeat, None);
+        assert_eq!(BrokerUrl::parse("amqp://h/?heartbeat=4").unwrap().heartbeat, Some(4));
+        assert_eq!(BrokerUrl::parse("mqtt://h:1884?heartbeat=0").unwrap().heartbeat, Some(0));
+        assert_eq!(BrokerUrl::parse("mqtt://h").unwrap().qos, 0);
+        assert_eq!(BrokerUrl::parse("mqtt://h?qos=1&heartbeat=5").unwrap().qos, 1);
+        for bad in ["amqp://h?heartbeat=x", "amqp://h?heartbeat=-1", "amqp://h?heartbeat=70000", "amqp://h?heartbeat=", "mqtt://h?qos=2", "mqtt://h?qos="] {
+            assert!(matches!(BrokerUrl::parse(bad), Err(Error::InvalidUrl { .. })), "{bad}");
+        }
     }
 
     #[test]

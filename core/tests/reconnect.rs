@@ -1,16 +1,17 @@
 //! The broker goes away and comes back: participants reconnect, re-declare,
 //! re-subscribe, re-announce, and lose nothing.
 //!
-//! The AMQP test restarts the shared RabbitMQ app (`rabbitmqctl stop_app;
-//! start_app`, about 2 s); cargo runs test binaries one after another, so
-//! this binary is the only one talking to RabbitMQ meanwhile. The MQTT test
-//! runs its own Mosquitto on a free loopback port and restarts that.
+//! Every test here restarts a private broker of its own (common::brokers):
+//! a RabbitMQ node with its own port, data folder and node name
+//! (`rabbitmqctl stop_app; start_app`), or a Mosquitto on a free port. The
+//! machine's shared brokers are never touched. The harsher faults (SIGKILL,
+//! alarms, full queues) are in faults.rs.
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
+use common::brokers::{PrivateMosquitto as Mosquitto, PrivateRabbit};
 use common::*;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -18,29 +19,30 @@ use msgflo::{Options, Participant};
 
 const T: Duration = Duration::from_secs(30);
 
-/// The tests that restart the shared RabbitMQ take turns.
+/// The tests that start a private RabbitMQ node take turns (two cores).
 static RABBITMQ_RESTART: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-
-fn rabbitmqctl(arg: &str) {
-    let st = Command::new("rabbitmqctl").arg(arg).output().expect("run rabbitmqctl");
-    assert!(st.status.success(), "rabbitmqctl {arg}: {}", String::from_utf8_lossy(&st.stderr));
+fn rabbitmqctl(rabbit: &PrivateRabbit, arg: &str) {
+    if let Err(e) = rabbit.ctl(&[arg]) {
+        panic!("{e}");
+    }
 }
 
 #[tokio::test]
 async fn amqp_broker_restart() {
     init_logs();
     let _turn = RABBITMQ_RESTART.lock().await;
+    let rabbit = PrivateRabbit::start("reconnect");
     let role = unique("reconn");
     let in_q = format!("{role}.IN");
-    let opts = Options { heartbeat: Some(Duration::from_secs(3600)), ..Options::broker(amqp_url()) };
+    let opts = Options { heartbeat: Some(Duration::from_secs(3600)), ..Options::broker(rabbit.url()) };
     let p = Participant::start(&repeat_def(), &role, opts.clone()).await.unwrap();
     let mut generation = p.transport().generation();
     assert_eq!(*generation.borrow_and_update(), 1);
 
     // A durable queue bound to the outport survives the restart, as does a
     // second participant's unacked delivery (it must come back).
-    let raw = Raw::connect().await;
+    let raw = Raw::connect_to(&rabbit.url()).await;
     let sink = unique("sink");
     raw.ch
         .queue_declare(sink.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
@@ -52,12 +54,12 @@ async fn amqp_broker_restart() {
     assert_eq!(d.payload().as_bytes(), b"\"before\"");
     drop(raw);
 
-    rabbitmqctl("stop_app");
+    rabbitmqctl(&rabbit, "stop_app");
     // Sent while the broker is away: held, then published after reconnect.
     let p2 = p.clone();
     let during = tokio::spawn(async move { p2.send("out", "\"during\"").await });
-    rabbitmqctl("start_app");
-    rabbitmqctl("await_startup");
+    rabbitmqctl(&rabbit, "start_app");
+    rabbitmqctl(&rabbit, "await_startup");
 
     tokio::time::timeout(T, generation.changed()).await.expect("reconnected").unwrap();
     assert_eq!(*generation.borrow(), 2);
@@ -73,7 +75,7 @@ async fn amqp_broker_restart() {
     again.ack().unwrap();
 
     // Re-announced after reconnecting (heartbeat is an hour away).
-    let raw = Raw::connect().await;
+    let raw = Raw::connect_to(&rabbit.url()).await;
     eventually("re-announce on fbp", T, || async {
         while let Some(m) = raw.try_get("fbp").await {
             let v: serde_json::Value = serde_json::from_slice(&m.delivery.data).unwrap_or_default();
@@ -103,63 +105,10 @@ async fn amqp_broker_restart() {
     raw.cleanup(&[&in_q, &sink], &[&in_q, &format!("{role}.OUT")]).await;
 }
 
-/// A private Mosquitto on a free loopback port.
-struct Mosquitto {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: Option<std::process::Child>,
-}
-
-impl Mosquitto {
-    fn start() -> Mosquitto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = std::env::temp_dir().join(unique("mosq"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("m.conf"), format!("listener {port} 127.0.0.1\nallow_anonymous true\n")).unwrap();
-        let mut m = Mosquitto { port, dir, child: None };
-        m.run();
-        m
-    }
-
-    fn run(&mut self) {
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(self.dir.join("m.conf"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("mosquitto installed (the test script installs it)");
-        self.child = Some(child);
-        let start = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test]
 async fn mqtt_broker_restart() {
     init_logs();
-    let mut broker = Mosquitto::start();
+    let mut broker = Mosquitto::start(false);
     let role = unique("mreconn");
     let (in_t, out_t) = (format!("{role}.IN"), format!("{role}.OUT"));
     let p = Participant::start(&repeat_def(), &role, Options::broker(broker.url())).await.unwrap();
@@ -244,10 +193,11 @@ async fn coordinator_across_restart(url: &str, restart: impl AsyncFnOnce()) {
 async fn coordinator_amqp_broker_restart() {
     init_logs();
     let _turn = RABBITMQ_RESTART.lock().await;
-    coordinator_across_restart(&amqp_url(), async || {
-        rabbitmqctl("stop_app");
-        rabbitmqctl("start_app");
-        rabbitmqctl("await_startup");
+    let rabbit = PrivateRabbit::start("reconnect-coord");
+    coordinator_across_restart(&rabbit.url(), async || {
+        rabbitmqctl(&rabbit, "stop_app");
+        rabbitmqctl(&rabbit, "start_app");
+        rabbitmqctl(&rabbit, "await_startup");
     })
     .await;
 }
@@ -255,7 +205,7 @@ async fn coordinator_amqp_broker_restart() {
 #[tokio::test]
 async fn coordinator_mqtt_broker_restart() {
     init_logs();
-    let broker = std::sync::Arc::new(std::sync::Mutex::new(Mosquitto::start()));
+    let broker = std::sync::Arc::new(std::sync::Mutex::new(Mosquitto::start(false)));
     let url = broker.lock().unwrap().url();
     let b2 = broker.clone();
     coordinator_across_restart(&url, async move || {

@@ -139,6 +139,8 @@ fn amqp_uri(url: &BrokerUrl) -> lapin::uri::AMQPUri {
         uri.authority.userinfo.password = p.clone();
     }
     uri.vhost = url.vhost.clone();
+    // The client's proposal; RabbitMQ takes the lower of its own and ours.
+    uri.query.heartbeat = Some(url.heartbeat.unwrap_or(crate::broker::DEFAULT_AMQP_HEARTBEAT));
     uri
 }
 

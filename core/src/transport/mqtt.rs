@@ -4,6 +4,18 @@
 //! MQTT has no ack/nack and brokers cannot bind topics, so declarations are
 //! no-ops and settlements are dropped. Payload bytes are passed as received.
 //!
+//! Opt-in QoS 1 (`?qos=1` in the URL): inports are subscribed and outputs
+//! published at QoS 1 (discovery stays QoS 0) on a persistent session
+//! (`clean_session=false`) under a stable client id, so the broker keeps
+//! what arrives while the participant is away; an input is acked (PUBACK)
+//! only when the handler settled it, after the outputs it sent (the same
+//! connection carries them in order), and one dropped unsettled is not
+//! acked: the broker redelivers it to the session. The id comes from the
+//! connection name (the role) and a per-instance file in the state folder
+//! (`MSGFLO_STATE_DIR`, else `$XDG_STATE_HOME/msgflo`, else
+//! `~/.local/state/msgflo`), locked while in use: a restarted instance
+//! takes the session back, a second live instance gets its own.
+//!
 //! One task polls the rumqttc event loop (it owns the socket) until
 //! `closed`: it routes incoming publishes by topic to the subscribers'
 //! channels, and after every reconnect it re-subscribes and bumps
@@ -36,6 +48,11 @@ const MAX_PACKET: usize = 256 * 1024 * 1024;
 
 type Subscribers = HashMap<String, Vec<(Arc<str>, mpsc::Sender<Delivery>)>>;
 
+/// QoS 1 messages of a resumed session that arrive (right after CONNACK)
+/// for a topic nobody here subscribed to yet: held, not acked, until the
+/// subscriber is there. Locked after `Subscribers`, never alone before it.
+type Early = Arc<Mutex<HashMap<String, Vec<rumqttc::Publish>>>>;
+
 /// Waiters for SUBACKs, in the order the SUBSCRIBEs were queued (the broker
 /// answers in order). Cleared on reconnect: those subscriptions are redone.
 type SubAckWaiters = Arc<Mutex<std::collections::VecDeque<oneshot::Sender<()>>>>;
@@ -45,15 +62,102 @@ pub struct Mqtt {
     url: BrokerUrl,
     client: AsyncClient,
     subscribers: Arc<Mutex<Subscribers>>,
+    early: Early,
     subacks: SubAckWaiters,
     generation: watch::Receiver<u64>,
     /// Fires when the event loop has sent DISCONNECT (everything queued
     /// before it went out first).
     disconnected: Mutex<Option<oneshot::Receiver<()>>>,
     closed: CancellationToken,
+    /// QoS of inports and outputs (discovery is always QoS 0).
+    qos: QoS,
+    _session: Option<Session>,
 }
 
 struct NoSettle;
+
+/// PUBACK of a QoS 1 input once every delivery made of it is settled, unless
+/// one was dropped unsettled (the broker then redelivers it to the session).
+struct AckWhenSettled {
+    client: AsyncClient,
+    publish: rumqttc::Publish,
+    remaining: std::sync::atomic::AtomicUsize,
+    requeue: std::sync::atomic::AtomicBool,
+}
+
+impl Settle for AckWhenSettled {
+    fn settle(&self, _tag: u64, _generation: u64, how: Settlement) {
+        use std::sync::atomic::Ordering;
+        if how == Settlement::Requeue {
+            self.requeue.store(true, Ordering::SeqCst);
+        }
+        if self.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if self.requeue.load(Ordering::SeqCst) {
+                tracing::debug!(topic = %self.publish.topic, "QoS 1 input not acked; the broker redelivers it to this session");
+            } else if let Err(e) = self.client.try_ack(&self.publish) {
+                tracing::debug!(topic = %self.publish.topic, error = %e, "PUBACK not queued; the broker redelivers after a reconnect");
+            }
+        }
+    }
+}
+
+/// The stable identity of a QoS 1 session; the lock lives as long as this.
+struct Session {
+    id: String,
+    _lock: std::fs::File,
+}
+
+fn state_dir() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("MSGFLO_STATE_DIR")
+        .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("msgflo")))
+        .or_else(|| env("HOME").map(|d| d.join(".local/state/msgflo")))
+        .unwrap_or_else(|| std::env::temp_dir().join("msgflo-state"))
+}
+
+/// Claim the first per-instance file of `name` not locked by a live
+/// process; its content is the client id (made on first use).
+fn claim_session(name: &str) -> Result<Session> {
+    claim_session_in(&state_dir(), name)
+}
+
+fn claim_session_in(dir: &std::path::Path, name: &str) -> Result<Session> {
+    use std::io::{Read, Seek, Write};
+    let base: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect::<String>()
+        .trim_matches('_')
+        .chars()
+        .take(64)
+        .collect();
+    let fail = |e: std::io::Error| Error::broker(format!("MQTT session file in {}", dir.display()), e.to_string());
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    for k in 0..1024 {
+        let path = dir.join(format!("mqtt-{base}-{k}.id"));
+        let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(fail)?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(e)) => return Err(fail(e)),
+        }
+        let mut id = String::new();
+        f.read_to_string(&mut id).map_err(fail)?;
+        let id = id.trim().to_owned();
+        if !id.is_empty() {
+            return Ok(Session { id, _lock: f });
+        }
+        let id = format!("msgflo-{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        f.set_len(0).and_then(|_| f.rewind()).and_then(|_| f.write_all(id.as_bytes())).and_then(|_| f.sync_all()).map_err(fail)?;
+        return Ok(Session { id, _lock: f });
+    }
+    Err(Error::broker("MQTT session", format!("no free session file for {name:?} in {}", dir.display())))
+}
+
+fn is_discovery(topic: &str) -> bool {
+    topic == DISCOVERY_QUEUE || topic == DISCOVERY_FANOUT
+}
 
 impl Settle for NoSettle {
     fn settle(&self, _tag: u64, _generation: u64, how: Settlement) {
@@ -63,11 +167,15 @@ impl Settle for NoSettle {
     }
 }
 
-fn options(url: &BrokerUrl) -> MqttOptions {
+fn options(url: &BrokerUrl, session: Option<&Session>) -> MqttOptions {
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let mut o = MqttOptions::new(format!("msgflo-{}", &id[..16]), url.host.clone(), url.port);
-    o.set_keep_alive(Duration::from_secs(30));
-    o.set_clean_session(true);
+    let id = session.map(|s| s.id.clone()).unwrap_or_else(|| format!("msgflo-{}", &id[..16]));
+    let mut o = MqttOptions::new(id, url.host.clone(), url.port);
+    let keep_alive = url.heartbeat.unwrap_or(crate::broker::DEFAULT_MQTT_KEEP_ALIVE);
+    // 0: no keep-alive, as with AMQP's heartbeat=0.
+    o.set_keep_alive(Duration::from_secs(keep_alive as u64));
+    o.set_clean_session(session.is_none());
+    o.set_manual_acks(session.is_some());
     o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
     if let Some(user) = &url.username {
         o.set_credentials(user.clone(), url.password.clone().unwrap_or_default());
@@ -83,14 +191,17 @@ fn options(url: &BrokerUrl) -> MqttOptions {
 impl Mqtt {
     /// Connect, failing if the broker does not accept us now. After this,
     /// a lost connection is re-established in the background.
-    pub async fn connect(url: BrokerUrl, _options: &ConnectOptions) -> Result<Self> {
-        let (client, mut eventloop) = AsyncClient::new(options(&url), 1024);
+    pub async fn connect(url: BrokerUrl, options_: &ConnectOptions) -> Result<Self> {
+        let session = if url.qos == 1 { Some(claim_session(&options_.connection_name)?) } else { None };
+        let qos = if session.is_some() { QoS::AtLeastOnce } else { QoS::AtMostOnce };
+        let (client, mut eventloop) = AsyncClient::new(options(&url, session.as_ref()), 1024);
         // Messages go out at once: with Nagle a publish that follows another
         // waits for the broker's delayed ACK (~40 ms per hop).
         let mut net = rumqttc::NetworkOptions::new();
         net.set_tcp_nodelay(true);
         eventloop.set_network_options(net);
         let subscribers: Arc<Mutex<Subscribers>> = Default::default();
+        let early: Early = Default::default();
         let subacks: SubAckWaiters = Default::default();
         let (gen_tx, gen_rx) = watch::channel(0u64);
         let (first_tx, first_rx) = oneshot::channel();
@@ -100,9 +211,11 @@ impl Mqtt {
             url: url.clone(),
             client: client.clone(),
             subscribers: subscribers.clone(),
+            early: early.clone(),
             subacks: subacks.clone(),
             generation: gen_tx,
             closed: closed.clone(),
+            qos,
         };
         tokio::spawn(task.run(eventloop, first_tx, disc_tx));
         match first_rx.await {
@@ -117,10 +230,13 @@ impl Mqtt {
             url,
             client,
             subscribers,
+            early,
             subacks,
             generation: gen_rx,
             disconnected: Mutex::new(Some(disc_rx)),
             closed,
+            qos,
+            _session: session,
         })
     }
 
@@ -137,9 +253,11 @@ struct EventTask {
     url: BrokerUrl,
     client: AsyncClient,
     subscribers: Arc<Mutex<Subscribers>>,
+    early: Early,
     subacks: SubAckWaiters,
     generation: watch::Sender<u64>,
     closed: CancellationToken,
+    qos: QoS,
 }
 
 impl EventTask {
@@ -174,6 +292,7 @@ impl EventTask {
                         let topics: Vec<String> = self.subscribers.lock().unwrap().keys().cloned().collect();
                         let client = self.client.clone();
                         let subacks = self.subacks.clone();
+                        let qos = self.qos;
                         // Waiters of the lost connection: their topics are in
                         // `topics` and get subscribed again right here.
                         subacks.lock().unwrap().clear();
@@ -183,7 +302,8 @@ impl EventTask {
                                 let (tx, _rx) = oneshot::channel();
                                 let mut waiting = subacks.lock().unwrap();
                                 waiting.push_back(tx);
-                                let _ = client.try_subscribe(t, QoS::AtMostOnce);
+                                let q = if is_discovery(&t) { QoS::AtMostOnce } else { qos };
+                                let _ = client.try_subscribe(t, q);
                             }
                         });
                         let away = down_since.take().map(|t| t.elapsed()).unwrap_or_default();
@@ -197,12 +317,32 @@ impl EventTask {
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let generation = *self.generation.borrow();
-                    let sinks: Vec<_> = self.subscribers.lock().unwrap().get(p.topic.as_str()).cloned().unwrap_or_default();
+                    let at_least_once = p.qos != QoS::AtMostOnce;
+                    let sinks: Vec<_> = {
+                        let subs = self.subscribers.lock().unwrap();
+                        let sinks = subs.get(p.topic.as_str()).cloned().unwrap_or_default();
+                        if sinks.is_empty() && at_least_once {
+                            self.early.lock().unwrap().entry(p.topic.clone()).or_default().push(p);
+                            continue;
+                        }
+                        sinks
+                    };
+                    let settler: Arc<dyn Settle> = if at_least_once {
+                        Arc::new(AckWhenSettled {
+                            client: self.client.clone(),
+                            publish: p.clone(),
+                            remaining: sinks.len().into(),
+                            requeue: false.into(),
+                        })
+                    } else {
+                        Arc::new(NoSettle)
+                    };
                     for (inport, sink) in sinks {
-                        let msg = Message { inport, payload: Payload::new(p.payload.to_vec()), redelivered: false, timestamp: None };
-                        let delivery = Delivery::new(msg, 0, generation, Arc::new(NoSettle));
+                        let msg = Message { inport, payload: Payload::new(p.payload.to_vec()), redelivered: p.dup, timestamp: None };
+                        let delivery = Delivery::new(msg, 0, generation, settler.clone());
                         if !backlog.is_empty() {
-                            if backlog.len() >= MAX_BACKLOG {
+                            // QoS 1 is never dropped: the broker bounds what is in flight.
+                            if backlog.len() >= MAX_BACKLOG && !at_least_once {
                                 dropped += 1;
                                 if dropped == 1 || dropped % 10_000 == 0 {
                                     warn!(dropped, topic = %p.topic, "receiver too slow; dropping QoS 0 messages (as the broker would)");
@@ -265,12 +405,24 @@ impl Transport for Mqtt {
 
     async fn subscribe(&self, queue: &str, inport: Arc<str>, sink: mpsc::Sender<Delivery>) -> Result<()> {
         self.check_open()?;
-        let first = {
+        let (first, early) = {
             let mut subs = self.subscribers.lock().unwrap();
             let entry = subs.entry(queue.to_owned()).or_default();
-            entry.push((inport, sink));
-            entry.len() == 1
+            entry.push((inport.clone(), sink.clone()));
+            (entry.len() == 1, self.early.lock().unwrap().remove(queue).unwrap_or_default())
         };
+        let generation = *self.generation.borrow();
+        for p in early {
+            let settler: Arc<dyn Settle> = Arc::new(AckWhenSettled {
+                client: self.client.clone(),
+                publish: p.clone(),
+                remaining: 1.into(),
+                requeue: false.into(),
+            });
+            let msg = Message { inport: inport.clone(), payload: Payload::new(p.payload.to_vec()), redelivered: p.dup, timestamp: None };
+            // A closed receiver drops it unacked: the broker redelivers.
+            let _ = sink.send(Delivery::new(msg, 0, generation, settler)).await;
+        }
         if first {
             // Wait for the SUBACK, so that "connected" means messages sent
             // from now on arrive (QoS 0 drops what has no subscriber yet).
@@ -280,9 +432,8 @@ impl Transport for Mqtt {
                 // waiter order is the SUBSCRIBE order.
                 let mut waiting = self.subacks.lock().unwrap();
                 waiting.push_back(tx);
-                self.client
-                    .try_subscribe(queue, QoS::AtMostOnce)
-                    .map_err(|e| Error::broker(format!("subscribe {queue:?}"), e))?;
+                let qos = if is_discovery(queue) { QoS::AtMostOnce } else { self.qos };
+                self.client.try_subscribe(queue, qos).map_err(|e| Error::broker(format!("subscribe {queue:?}"), e))?;
             }
             match tokio::time::timeout(Duration::from_secs(30), rx).await {
                 Ok(_) => {} // acked, or the connection was replaced and it is redone
@@ -299,8 +450,9 @@ impl Transport for Mqtt {
         let topic = match target {
             Target::Exchange(t) | Target::Queue(t) => t,
         };
+        let qos = if is_discovery(&topic) { QoS::AtMostOnce } else { self.qos };
         self.client
-            .publish(topic, QoS::AtMostOnce, false, payload.into_bytes())
+            .publish(topic, qos, false, payload.into_bytes())
             .await
             .map_err(|_| Error::Closed)
     }
@@ -360,5 +512,26 @@ impl Transport for Mqtt {
 impl Drop for Mqtt {
     fn drop(&mut self) {
         self.closed.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_id_is_kept_per_instance() {
+        let dir = std::env::temp_dir().join(format!("msgflo-session-{}", uuid::Uuid::new_v4().simple()));
+        let a = claim_session_in(&dir, "msgflo r (Repeat)").unwrap();
+        let b = claim_session_in(&dir, "msgflo r (Repeat)").unwrap();
+        assert_ne!(a.id, b.id, "a second live instance gets its own session");
+        assert!(a.id.starts_with("msgflo-msgflo_r__Repeat-"), "{}", a.id);
+        let first = a.id.clone();
+        drop(a);
+        let again = claim_session_in(&dir, "msgflo r (Repeat)").unwrap();
+        assert_eq!(again.id, first, "a restarted instance takes its session back");
+        let other = claim_session_in(&dir, "msgflo s (Repeat)").unwrap();
+        assert_ne!(other.id, b.id);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

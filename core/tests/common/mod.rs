@@ -2,6 +2,8 @@
 //! with plain lapin / rumqttc, not through the code under test.
 #![allow(dead_code)]
 
+pub mod brokers;
+
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -68,7 +70,11 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect() -> Raw {
-        let conn = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.expect("raw amqp connect");
+        Self::connect_to(&amqp_url()).await
+    }
+
+    pub async fn connect_to(url: &str) -> Raw {
+        let conn = Connection::connect(url, ConnectionProperties::default()).await.expect("raw amqp connect");
         let ch = conn.create_channel().await.unwrap();
         Raw { conn, ch }
     }
