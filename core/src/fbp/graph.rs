@@ -197,9 +197,8 @@ pub(super) fn handle(rt: &mut Runtime, command: &str, payload: Value, out: &mut 
             if !exists {
                 g.graph.connections.push(Connection { src: Some(port_ref(&src)), data: None, tgt: port_ref(&tgt), metadata: metadata.clone() });
             }
-            let mut p = payload;
+            let mut p = strip(payload);
             p["metadata"] = json!(metadata);
-            p.as_object_mut().map(|o| o.remove("secret"));
             out.reply.push(echo("addedge", p));
             changed = graph;
         }
@@ -335,9 +334,10 @@ pub(super) fn handle(rt: &mut Runtime, command: &str, payload: Value, out: &mut 
     Ok(())
 }
 
+/// An echo without `null` fields (the dispatcher took the secret out
+/// before the request got here).
 fn strip(mut payload: Value) -> Value {
     if let Some(o) = payload.as_object_mut() {
-        o.remove("secret");
         o.retain(|_, v| !v.is_null());
     }
     payload
