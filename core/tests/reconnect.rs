@@ -215,3 +215,72 @@ async fn coordinator_mqtt_broker_restart() {
     })
     .await;
 }
+
+/// A QoS 1 participant comes back to a persistent session that holds far
+/// more messages than its prefetch: Mosquitto resends them all at once,
+/// before the inport is subscribed again. Every one is delivered (they used
+/// to be handed over inside `subscribe`, which waited for room in a
+/// receiver nobody read yet: the restarted participant hung at start).
+#[tokio::test]
+async fn mqtt_qos1_session_resumed_with_more_than_prefetch() {
+    init_logs();
+    let mut broker = Mosquitto::start(false);
+    let role = unique("mheld");
+    let url = format!("{}?qos=1", broker.url());
+    let opts = || {
+        let mut o = Options::broker(url.clone());
+        o.connect.prefetch = 2;
+        o
+    };
+    // The session is made, then left (clean_session=false keeps it).
+    let p = Participant::start(&repeat_def(), &role, opts()).await.unwrap();
+    p.stop().await.unwrap();
+    drop(p);
+
+    let n = 200u64;
+    let u = url::Url::parse(&broker.url()).unwrap();
+    let (client, mut el) = rumqttc::AsyncClient::new(rumqttc::MqttOptions::new(unique("mheldpub"), "127.0.0.1", u.port().unwrap()), 1000);
+    let acked = tokio::spawn(async move {
+        let mut acks = 0;
+        while acks < n {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acks += 1,
+                Ok(_) => {}
+                Err(e) => panic!("publisher: {e}"),
+            }
+        }
+    });
+    for i in 0..n {
+        client.publish(format!("{role}.IN"), rumqttc::QoS::AtLeastOnce, false, i.to_string()).await.unwrap();
+    }
+    tokio::time::timeout(T, acked).await.expect("the broker took every message").unwrap();
+
+    let p = tokio::time::timeout(T, Participant::start(&repeat_def(), &role, opts()))
+        .await
+        .expect("the participant starts on a session holding more than its prefetch")
+        .unwrap();
+    let mut got = std::collections::BTreeSet::new();
+    let start = std::time::Instant::now();
+    while got.len() < n as usize {
+        assert!(start.elapsed() < T, "only {} of {n} held messages delivered", got.len());
+        for d in p.recv_batch_timeout(16, Duration::from_secs(1)).await {
+            got.insert(d.payload().as_bytes().to_vec());
+            d.ack().unwrap();
+        }
+    }
+    assert_eq!(got.len(), n as usize);
+    p.stop().await.unwrap();
+    // The session's id file (made under the state folder for this role).
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    let state = env("MSGFLO_STATE_DIR")
+        .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("msgflo")))
+        .or_else(|| env("HOME").map(|d| d.join(".local/state/msgflo")));
+    if let Some(dir) = state {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().contains(&role) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    broker.stop();
+}

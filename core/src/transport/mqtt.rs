@@ -50,7 +50,10 @@ type Subscribers = HashMap<String, Vec<(Arc<str>, mpsc::Sender<Delivery>)>>;
 
 /// QoS 1 messages of a resumed session that arrive (right after CONNACK)
 /// for a topic nobody here subscribed to yet: held, not acked, until the
-/// subscriber is there. Locked after `Subscribers`, never alone before it.
+/// subscriber is there; the event task then hands them over through its
+/// backlog (there can be more than the receiver holds: Mosquitto resends
+/// every unacked message of the session at once). Locked after
+/// `Subscribers`, never alone before it.
 type Early = Arc<Mutex<HashMap<String, Vec<rumqttc::Publish>>>>;
 
 /// Waiters for SUBACKs, in the order the SUBSCRIBEs were queued (the broker
@@ -62,6 +65,9 @@ pub struct Mqtt {
     url: BrokerUrl,
     client: AsyncClient,
     subscribers: Arc<Mutex<Subscribers>>,
+    /// Tells the event task that a topic with held messages now has a
+    /// subscriber: it hands them over, ahead of anything newer.
+    adopt: mpsc::UnboundedSender<String>,
     early: Early,
     subacks: SubAckWaiters,
     generation: watch::Receiver<u64>,
@@ -202,6 +208,7 @@ impl Mqtt {
         eventloop.set_network_options(net);
         let subscribers: Arc<Mutex<Subscribers>> = Default::default();
         let early: Early = Default::default();
+        let (adopt_tx, adopt_rx) = mpsc::unbounded_channel();
         let subacks: SubAckWaiters = Default::default();
         let (gen_tx, gen_rx) = watch::channel(0u64);
         let (first_tx, first_rx) = oneshot::channel();
@@ -217,7 +224,7 @@ impl Mqtt {
             closed: closed.clone(),
             qos,
         };
-        tokio::spawn(task.run(eventloop, first_tx, disc_tx));
+        tokio::spawn(task.run(eventloop, adopt_rx, first_tx, disc_tx));
         match first_rx.await {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => {
@@ -230,6 +237,7 @@ impl Mqtt {
             url,
             client,
             subscribers,
+            adopt: adopt_tx,
             early,
             subacks,
             generation: gen_rx,
@@ -261,18 +269,24 @@ struct EventTask {
 }
 
 impl EventTask {
-    async fn run(self, mut eventloop: EventLoop, first: oneshot::Sender<Result<(), String>>, disconnected: oneshot::Sender<()>) {
+    async fn run(
+        self,
+        mut eventloop: EventLoop,
+        mut adopt: mpsc::UnboundedReceiver<String>,
+        first: oneshot::Sender<Result<(), String>>,
+        disconnected: oneshot::Sender<()>,
+    ) {
         let mut first = Some(first);
         let mut disconnected = Some(disconnected);
         let mut backoff = Backoff::new();
         let mut down_since: Option<std::time::Instant> = None;
-        let mut backlog = std::collections::VecDeque::new();
+        let mut backlog = Backlog::new();
         let mut dropped = 0u64;
         loop {
             // Hand buffered deliveries to their (full) receivers while
             // still polling the event loop: it also carries this client's
             // own publishes, which a receiver may be waiting on.
-            let next_sink = backlog.front().map(|(sink, _): &(mpsc::Sender<Delivery>, Delivery)| sink.clone());
+            let next_sink = backlog.front().map(|(sink, _)| sink.clone());
             let event = tokio::select! {
                 biased;
                 permit = async { next_sink.expect("guarded").reserve_owned().await }, if !backlog.is_empty() => {
@@ -282,12 +296,27 @@ impl EventTask {
                     }
                     continue;
                 }
+                Some(topic) = adopt.recv() => {
+                    let (held, sinks) = {
+                        let subs = self.subscribers.lock().unwrap();
+                        let held = self.early.lock().unwrap().remove(&topic).unwrap_or_default();
+                        (held, subs.get(&topic).cloned().unwrap_or_default())
+                    };
+                    if !held.is_empty() {
+                        tracing::debug!(topic, held = held.len(), "handing over QoS 1 messages that arrived before the subscription");
+                    }
+                    for p in held {
+                        self.dispatch(p, &sinks, &mut backlog, &mut dropped);
+                    }
+                    continue;
+                }
                 e = eventloop.poll() => e,
                 _ = self.closed.cancelled() => return,
             };
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     let generation = *self.generation.borrow() + 1;
+                    tracing::debug!(session_present = ack.session_present, generation, "CONNACK");
                     if generation > 1 {
                         let topics: Vec<String> = self.subscribers.lock().unwrap().keys().cloned().collect();
                         let client = self.client.clone();
@@ -316,48 +345,19 @@ impl EventTask {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let generation = *self.generation.borrow();
                     let at_least_once = p.qos != QoS::AtMostOnce;
                     let sinks: Vec<_> = {
                         let subs = self.subscribers.lock().unwrap();
                         let sinks = subs.get(p.topic.as_str()).cloned().unwrap_or_default();
-                        if sinks.is_empty() && at_least_once {
-                            self.early.lock().unwrap().entry(p.topic.clone()).or_default().push(p);
+                        let mut early = self.early.lock().unwrap();
+                        // Behind held ones of the same topic, until they are handed over.
+                        if at_least_once && (sinks.is_empty() || early.contains_key(p.topic.as_str())) {
+                            early.entry(p.topic.clone()).or_default().push(p);
                             continue;
                         }
                         sinks
                     };
-                    let settler: Arc<dyn Settle> = if at_least_once {
-                        Arc::new(AckWhenSettled {
-                            client: self.client.clone(),
-                            publish: p.clone(),
-                            remaining: sinks.len().into(),
-                            requeue: false.into(),
-                        })
-                    } else {
-                        Arc::new(NoSettle)
-                    };
-                    for (inport, sink) in sinks {
-                        let msg = Message { inport, payload: Payload::new(p.payload.to_vec()), redelivered: p.dup, timestamp: None };
-                        let delivery = Delivery::new(msg, 0, generation, settler.clone());
-                        if !backlog.is_empty() {
-                            // QoS 1 is never dropped: the broker bounds what is in flight.
-                            if backlog.len() >= MAX_BACKLOG && !at_least_once {
-                                dropped += 1;
-                                if dropped == 1 || dropped % 10_000 == 0 {
-                                    warn!(dropped, topic = %p.topic, "receiver too slow; dropping QoS 0 messages (as the broker would)");
-                                }
-                                continue;
-                            }
-                            backlog.push_back((sink, delivery));
-                            continue;
-                        }
-                        match sink.try_send(delivery) {
-                            Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(d)) => backlog.push_back((sink, d)),
-                            Err(mpsc::error::TrySendError::Closed(_)) => {}
-                        }
-                    }
+                    self.dispatch(p, &sinks, &mut backlog, &mut dropped);
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     if let Some(tx) = self.subacks.lock().unwrap().pop_front() {
@@ -393,6 +393,50 @@ impl EventTask {
     }
 }
 
+impl EventTask {
+    /// Hand one incoming publish to every subscriber of its topic: at once
+    /// where there is room and nothing waits before it, else in order
+    /// through the backlog.
+    fn dispatch(&self, p: rumqttc::Publish, sinks: &[(Arc<str>, mpsc::Sender<Delivery>)], backlog: &mut Backlog, dropped: &mut u64) {
+        let generation = *self.generation.borrow();
+        let at_least_once = p.qos != QoS::AtMostOnce;
+        let settler: Arc<dyn Settle> = if at_least_once {
+            Arc::new(AckWhenSettled {
+                client: self.client.clone(),
+                publish: p.clone(),
+                remaining: sinks.len().into(),
+                requeue: false.into(),
+            })
+        } else {
+            Arc::new(NoSettle)
+        };
+        for (inport, sink) in sinks {
+            let msg = Message { inport: inport.clone(), payload: Payload::new(p.payload.to_vec()), redelivered: p.dup, timestamp: None };
+            let delivery = Delivery::new(msg, 0, generation, settler.clone());
+            if !backlog.is_empty() {
+                // QoS 1 is never dropped: the broker bounds what is in flight.
+                if backlog.len() >= MAX_BACKLOG && !at_least_once {
+                    *dropped += 1;
+                    if *dropped == 1 || *dropped % 10_000 == 0 {
+                        warn!(dropped = *dropped, topic = %p.topic, "receiver too slow; dropping QoS 0 messages (as the broker would)");
+                    }
+                    continue;
+                }
+                backlog.push_back((sink.clone(), delivery));
+                continue;
+            }
+            match sink.try_send(delivery) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(d)) => backlog.push_back((sink.clone(), d)),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+}
+
+/// Deliveries waiting for room in their receivers, in arrival order.
+type Backlog = std::collections::VecDeque<(mpsc::Sender<Delivery>, Delivery)>;
+
 #[async_trait]
 impl Transport for Mqtt {
     fn describe(&self) -> String {
@@ -405,23 +449,16 @@ impl Transport for Mqtt {
 
     async fn subscribe(&self, queue: &str, inport: Arc<str>, sink: mpsc::Sender<Delivery>) -> Result<()> {
         self.check_open()?;
-        let (first, early) = {
+        let (first, held) = {
             let mut subs = self.subscribers.lock().unwrap();
             let entry = subs.entry(queue.to_owned()).or_default();
             entry.push((inport.clone(), sink.clone()));
-            (entry.len() == 1, self.early.lock().unwrap().remove(queue).unwrap_or_default())
+            (entry.len() == 1, self.early.lock().unwrap().contains_key(queue))
         };
-        let generation = *self.generation.borrow();
-        for p in early {
-            let settler: Arc<dyn Settle> = Arc::new(AckWhenSettled {
-                client: self.client.clone(),
-                publish: p.clone(),
-                remaining: 1.into(),
-                requeue: false.into(),
-            });
-            let msg = Message { inport: inport.clone(), payload: Payload::new(p.payload.to_vec()), redelivered: p.dup, timestamp: None };
-            // A closed receiver drops it unacked: the broker redelivers.
-            let _ = sink.send(Delivery::new(msg, 0, generation, settler)).await;
+        if held {
+            // The event task hands them over (not here: they may be more
+            // than `sink` holds, and nobody reads it until we return).
+            let _ = self.adopt.send(queue.to_owned());
         }
         if first {
             // Wait for the SUBACK, so that "connected" means messages sent
@@ -435,6 +472,7 @@ impl Transport for Mqtt {
                 let qos = if is_discovery(queue) { QoS::AtMostOnce } else { self.qos };
                 self.client.try_subscribe(queue, qos).map_err(|e| Error::broker(format!("subscribe {queue:?}"), e))?;
             }
+            tracing::debug!(queue, "waiting for SUBACK");
             match tokio::time::timeout(Duration::from_secs(30), rx).await {
                 Ok(_) => {} // acked, or the connection was replaced and it is redone
                 Err(_) => {

@@ -343,7 +343,7 @@ pub fn rust_repeat(role: &str, broker: &str) -> Command {
     });
     let exe = std::env::current_exe().unwrap();
     let mut c = Command::new(exe.parent().unwrap().parent().unwrap().join("examples").join("repeat"));
-    c.arg(role).args(["--broker", broker]).env("RUST_LOG", "msgflo=info");
+    c.arg(role).args(["--broker", broker]).env("RUST_LOG", std::env::var("MSGFLO_FAULTS_LOG").unwrap_or("msgflo=info".into()));
     c
 }
 
