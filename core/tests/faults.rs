@@ -475,6 +475,7 @@ async fn coordinator_killed() {
     let coordinator = |name: &str| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_msgflo"));
         c.arg("run").arg(&graph).args(["--no-start", "--port", "0", "--broker", &url]).env("MSGFLO_DISCOVERY_PERIOD", "1");
+        c.env("MSGFLO_STATE_DIR", rabbit.dir.join("state"));
         Proc::spawn(name, c, &rabbit.dir)
     };
     let mut first = coordinator("coordinator-1");
@@ -532,6 +533,7 @@ async fn coordinator_killed() {
         ),
     );
     assert_eq!(edge, 1, "one binding for the edge, not one per coordinator:\n{bindings}");
+    assert_eq!(iips, 1, "the IIP once, not once per coordinator:\n{}", second.output());
     drop((first, second));
     pa.stop().await.unwrap();
     pb.stop().await.unwrap();

@@ -37,6 +37,7 @@ use crate::{Delivery, Error, Payload, Result};
 
 pub mod embedded;
 mod forward;
+pub mod journal;
 pub mod launcher;
 pub mod registry;
 pub mod supervisor;
@@ -69,6 +70,10 @@ pub struct Options {
     pub scale: BTreeMap<String, u32>,
     /// Extra environment for the participants of a role.
     pub role_env: BTreeMap<String, Vec<(String, String)>>,
+    /// Where to note the IIPs sent, so that a coordinator started again
+    /// does not send them twice to participants that got them
+    /// ([`journal`]). `None`: every coordinator sends them.
+    pub iip_journal: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -83,6 +88,7 @@ impl Options {
             launcher: None,
             scale: BTreeMap::new(),
             role_env: BTreeMap::new(),
+            iip_journal: None,
         }
     }
 
@@ -202,6 +208,7 @@ impl Coordinator {
             held: Vec::new(),
             scale: options.scale,
             role_env: options.role_env,
+            journal: options.iip_journal.map(journal::Journal::open),
             transport,
             registry: Registry::new(options.expiry),
             iips: options.graph.connections.iter().filter(|c| c.src.is_none() && options.send_iips).cloned().map(|c| (c, None)).collect(),
@@ -367,6 +374,7 @@ struct State {
     /// Instances wanted per role (absent: 1).
     scale: BTreeMap<String, u32>,
     role_env: BTreeMap<String, Vec<(String, String)>>,
+    journal: Option<journal::Journal>,
 }
 
 impl State {
@@ -786,9 +794,23 @@ impl State {
                 continue;
             };
             let Some(payload) = c.iip_payload() else { continue };
+            let alive: Vec<&str> = self
+                .registry
+                .role(role)
+                .map(|r| r.instances.iter().filter(|(_, i)| i.alive).map(|(id, _)| id.as_str()).collect())
+                .unwrap_or_default();
+            if let Some(id) = self.journal.as_ref().and_then(|j| j.sent_to(role, &c.tgt.port, payload.as_bytes(), &alive)) {
+                info!("IIP to {role}.{} not sent again: participant {id} got it from an earlier coordinator", c.tgt.port);
+                sent_now.push(i);
+                continue;
+            }
+            let ids: Vec<String> = alive.iter().map(|s| s.to_string()).collect();
             match self.transport.publish(Target::Queue(queue.to_owned()), payload.clone(), true).await {
                 Ok(()) => {
                     info!("sent IIP to {role}.{}", c.tgt.port);
+                    if let Some(j) = &mut self.journal {
+                        j.record(role, &c.tgt.port, payload.as_bytes(), ids);
+                    }
                     let _ = self.events.send(Event::Sent { role: role.clone(), port: c.tgt.port.clone(), payload });
                     sent_now.push(i);
                 }

@@ -79,6 +79,18 @@ pub struct ConnectOptions {
     pub connection_name: String,
 }
 
+/// Where this machine keeps msgflo's small state between runs (MQTT
+/// session ids, the IIPs a coordinator sent): `MSGFLO_STATE_DIR`, else
+/// `$XDG_STATE_HOME/msgflo`, else `~/.local/state/msgflo`.
+pub fn state_dir() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("MSGFLO_STATE_DIR")
+        .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("msgflo")))
+        .or_else(|| env("HOME").map(|d| d.join(".local/state/msgflo")))
+        .unwrap_or_else(|| std::env::temp_dir().join("msgflo-state"))
+}
+
 /// Default prefetch. 1 is 3-5x slower; the relay benchmark (`bench/`) levels
 /// off from about 100; 256 keeps memory small with 16-byte to 64 KiB messages.
 pub const DEFAULT_PREFETCH: u16 = 256;

@@ -113,19 +113,10 @@ struct Session {
     _lock: std::fs::File,
 }
 
-fn state_dir() -> std::path::PathBuf {
-    use std::path::PathBuf;
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    env("MSGFLO_STATE_DIR")
-        .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("msgflo")))
-        .or_else(|| env("HOME").map(|d| d.join(".local/state/msgflo")))
-        .unwrap_or_else(|| std::env::temp_dir().join("msgflo-state"))
-}
-
 /// Claim the first per-instance file of `name` not locked by a live
 /// process; its content is the client id (made on first use).
 fn claim_session(name: &str) -> Result<Session> {
-    claim_session_in(&state_dir(), name)
+    claim_session_in(&super::state_dir(), name)
 }
 
 fn claim_session_in(dir: &std::path::Path, name: &str) -> Result<Session> {

@@ -189,6 +189,9 @@ pub async fn run(args: RunGraph, broker: Option<String>, rt_args: RuntimeArgs, n
         options.scale.insert(r.name.clone(), r.minimum);
         options.role_env.insert(r.name.clone(), vec![("MSGFLO_PREFETCH".into(), r.concurrency.max(1).to_string())]);
     }
+    // The IIPs sent are noted per graph, so that a coordinator started again
+    // does not send them twice to participants still running.
+    options.iip_journal = Some(msgflo::transport::state_dir().join(format!("iips-{id}.json")));
     let l = launcher(&loaded, &url, vec![], args.ignore.clone());
     let roles = l.roles(&loaded.graph).len();
     if !no_start {
