@@ -254,16 +254,13 @@ impl ParticipantInfo {
 /// to the default with a warning.
 pub fn heartbeat_interval() -> std::time::Duration {
     let period = match std::env::var("MSGFLO_DISCOVERY_PERIOD") {
-        Ok(v) => match v.trim().parse::<f64>() {
-            Ok(p) if p.is_finite() && p > 0.0 => p,
-            _ => {
-                tracing::warn!(value = %v, "ignoring invalid MSGFLO_DISCOVERY_PERIOD; using 60 s");
-                DEFAULT_PERIOD_SECS
-            }
-        },
-        Err(_) => DEFAULT_PERIOD_SECS,
+        Ok(v) => crate::seconds::parse_period("MSGFLO_DISCOVERY_PERIOD", &v).unwrap_or_else(|e| {
+            tracing::warn!("{e}; using {DEFAULT_PERIOD_SECS} s");
+            std::time::Duration::from_secs_f64(DEFAULT_PERIOD_SECS)
+        }),
+        Err(_) => std::time::Duration::from_secs_f64(DEFAULT_PERIOD_SECS),
     };
-    std::time::Duration::from_secs_f64(period / 2.2)
+    period.div_f64(2.2)
 }
 
 /// A discovery message as received, checked enough to be trusted.

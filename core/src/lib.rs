@@ -23,6 +23,7 @@
 //! - [`participant`]: connect, declare, announce, heartbeat; the pull API
 //!   (`recv_batch`, `send`, ack/nack) and the handler API (`serve`).
 //! - [`runtime`]: the one tokio runtime for hosts (Python, C++), fork guard.
+//! - [`seconds`]: seconds given by people, checked into durations.
 //! - [`graph`]: graphs from the `.fbp` DSL and the JSON format, and
 //!   [`library`]: how to start a participant for a component.
 //! - `coordinator` (feature `coordinator`, on by default): discovery
@@ -55,6 +56,7 @@ pub mod library;
 pub mod message;
 pub mod participant;
 pub mod runtime;
+pub mod seconds;
 pub mod transport;
 
 pub use discovery::{Definition, ParticipantInfo, Port, PortDef};

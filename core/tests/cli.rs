@@ -323,6 +323,35 @@ async fn setup_wires_and_exits() {
     delete_ports(&url, &[&a, &b]).await;
 }
 
+/// Every seconds flag goes through one checked parser: infinity, NaN,
+/// negatives, overflow and a period that rounds to zero are usage errors
+/// (exit 2, the flag named), never a panic or a busy loop.
+#[test]
+fn bad_seconds_are_usage_errors() {
+    let dir = project("a(Repeat) OUT -> IN b(Repeat)\n", "");
+    let graph = dir.join("graph.fbp");
+    let g = graph.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["status"], "--wait"),
+        (&["dump", "--queue", "q"], "--timeout"),
+        (&["setup", g], "--timeout"),
+        (&["register", "--role", "r:x.yaml"], "--interval"),
+        (&["run", g], "--expire"),
+    ];
+    for (args, flag) in cases {
+        for bad in ["inf", "NaN", "-1", "1e30", "ten"] {
+            let out = msgflo().args(*args).arg(format!("{flag}={bad}")).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?} {flag}={bad}: {err}");
+            assert!(err.contains(flag) && err.contains("seconds") && !err.contains("panicked"), "{args:?} {flag}={bad}: {err}");
+        }
+    }
+    for args in [&["register", "--role", "r:x.yaml", "--interval", "1e-300"][..], &["run", g, "--expire", "0"][..]] {
+        let out = msgflo().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 #[test]
 fn setup_times_out_with_what_is_missing() {
     let dir = project("a-never(Repeat) OUT -> IN b-never(Repeat)\n", "");

@@ -95,10 +95,7 @@ impl CoreParticipant {
             options.connect.prefetch = u16::try_from(p).map_err(|_| usage("prefetch must be at most 65535"))?;
         }
         if let Some(h) = heartbeat_secs {
-            if !(h.is_finite() && h > 0.0) {
-                return Err(usage(format!("heartbeat must be a positive number of seconds, not {h}")));
-            }
-            options.heartbeat = Some(Duration::from_secs_f64(h));
+            options.heartbeat = Some(msgflo::seconds::period("heartbeat", h).map_err(usage)?);
         }
         let inner = Participant::connect(&definition, &role, options).await.map_err(to_js)?;
         Ok(CoreParticipant { inner })

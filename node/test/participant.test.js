@@ -238,6 +238,13 @@ test('JSON rule for returned values: UTF-8 unescaped, NaN/Infinity refused, byte
   }
 });
 
+test('bad seconds are usage errors, never a panic', async () => {
+  for (const bad of [NaN, Infinity, -1, 1e30, 1e-300]) {
+    await assert.rejects(msgflo.connect(repeatDef, unique('jshb'), { broker: MQTT, heartbeat: bad }),
+      (e) => e.code === 'INVALID_DEFINITION' && /heartbeat must be a number of seconds/.test(e.message));
+  }
+});
+
 test('definitions cross typed; the core names queues; prefetch 0 is refused', async () => {
   await assert.rejects(msgflo.connect(repeatDef, unique('jsprefetch'), { broker: MQTT, prefetch: 0 }),
     (e) => e.code === 'INVALID_DEFINITION' && /prefetch must be at least 1/.test(e.message));

@@ -98,10 +98,7 @@ impl CoreParticipant {
             options.connect.prefetch = p;
         }
         if let Some(h) = heartbeat {
-            if !(h.is_finite() && h > 0.0) {
-                return Err(usage(format!("heartbeat must be a positive number of seconds, not {h}")));
-            }
-            options.heartbeat = Some(Duration::from_secs_f64(h));
+            options.heartbeat = Some(msgflo::seconds::period("heartbeat", h).map_err(usage)?);
         }
         let rt = runtime::get();
         let inner = py
@@ -149,7 +146,10 @@ impl CoreParticipant {
     #[pyo3(signature = (max, timeout = None))]
     fn recv_batch(&self, py: Python<'_>, max: usize, timeout: Option<f64>) -> PyResult<Vec<CoreDelivery>> {
         self.check_process()?;
-        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        let deadline = match timeout {
+            Some(t) => Some(Instant::now() + msgflo::seconds::wait("timeout", t).map_err(usage)?),
+            None => None,
+        };
         let rt = runtime::get();
         loop {
             let slice = match deadline {

@@ -349,3 +349,21 @@ def test_sigterm_finishes_the_message_being_handled(cleanup):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_bad_seconds_are_usage_errors():
+    """Seconds go through the core's checked parser: infinity, NaN,
+    negatives and overflow are usage errors, never a panic."""
+    for bad in (float("inf"), float("nan"), -1.0, 1e30, 1e-300):
+        with pytest.raises(msgflo.UsageError) as e:
+            msgflo.Engine(Repeat(unique("pyhb")), broker=MQTT, heartbeat=bad)
+        assert e.value.code == "INVALID_DEFINITION" and "heartbeat" in str(e.value)
+    engine = msgflo.Engine(Repeat(unique("pytimeout")), broker=MQTT)
+    try:
+        for bad in (float("inf"), float("nan"), -1.0, 1e30):
+            with pytest.raises(msgflo.UsageError) as e:
+                engine.core.recv_batch(1, bad)
+            assert "timeout" in str(e.value)
+        assert engine.core.recv_batch(1, 0.0) == []
+    finally:
+        engine.stop()

@@ -204,7 +204,7 @@ impl Coordinator {
         let (tap_tx, tap_rx) = mpsc::channel(4096);
         let mut state = State {
             events: events.clone(),
-            taps: tap::Taps::new(tap_tx),
+            taps: tap::Taps::new(tap_tx, mqtt),
             held: Vec::new(),
             scale: options.scale,
             role_env: options.role_env,

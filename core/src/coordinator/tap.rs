@@ -29,12 +29,14 @@ pub(super) struct Taps {
     /// Failures already logged.
     said: BTreeSet<String>,
     prefix: String,
+    /// The coordinator's broker speaks MQTT (taps are subscriptions).
+    mqtt: bool,
 }
 
 impl Taps {
-    pub(super) fn new(sink: mpsc::Sender<Delivery>) -> Taps {
+    pub(super) fn new(sink: mpsc::Sender<Delivery>, mqtt: bool) -> Taps {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        Taps { wanted: BTreeSet::new(), made: BTreeMap::new(), by_queue: BTreeMap::new(), sink, said: BTreeSet::new(), prefix: format!("msgflo-tap.{}", &id[..8]) }
+        Taps { wanted: BTreeSet::new(), made: BTreeMap::new(), by_queue: BTreeMap::new(), sink, said: BTreeSet::new(), prefix: format!("msgflo-tap.{}", &id[..8]), mqtt }
     }
 
     pub(super) fn want(&mut self, wanted: BTreeSet<(String, String)>) {
@@ -52,7 +54,7 @@ impl Taps {
     /// nobody watches any more (cheap: copies are dropped) and remade when
     /// the participant announces another queue.
     pub(super) async fn reconcile(&mut self, transport: &dyn Transport, registry: &Registry) {
-        let mqtt = transport.describe().starts_with("mqtt");
+        let mqtt = self.mqtt;
         for key in self.wanted.clone() {
             let Some(queue) = registry.role(&key.0).and_then(|r| r.queue(&key.1, false).ok().flatten()).map(str::to_owned) else {
                 continue;
@@ -78,7 +80,7 @@ impl Taps {
 
     /// Delete the tap queues (they would go with the connection anyway).
     pub(super) async fn close(&mut self, transport: &dyn Transport) {
-        if transport.describe().starts_with("mqtt") {
+        if self.mqtt {
             return;
         }
         for (_, tap) in std::mem::take(&mut self.made).into_values() {

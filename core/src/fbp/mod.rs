@@ -140,6 +140,10 @@ pub struct Runtime {
     host: Box<dyn Host>,
     /// Per client: the edges it watches (`None`: every edge of running graphs).
     selections: BTreeMap<ClientId, Option<BTreeSet<EdgeKey>>>,
+    /// Per watched role: (outport, client, edge) that its data goes to,
+    /// made in `retap` so that a tapped message costs a lookup, not a walk
+    /// over every client's edges.
+    routes: std::collections::HashMap<String, Vec<(String, ClientId, EdgeKey)>>,
     /// Clients that asked for `msgflo:status` frames, and for which graph.
     pub(crate) status_clients: BTreeMap<ClientId, String>,
     /// Messages seen per watched outport, for rates.
@@ -190,7 +194,7 @@ impl Runtime {
         let mut graphs = BTreeMap::new();
         let name = main.properties.get("name").and_then(Value::as_str).unwrap_or(&settings.main_graph).to_owned();
         graphs.insert(settings.main_graph.clone(), RtGraph { graph: main, name, main: true, started: Some(SystemTime::now()), ..Default::default() });
-        let mut rt = Runtime { settings, graphs, host, selections: BTreeMap::new(), status_clients: BTreeMap::new(), meters: BTreeMap::new() };
+        let mut rt = Runtime { settings, graphs, host, selections: BTreeMap::new(), routes: Default::default(), status_clients: BTreeMap::new(), meters: BTreeMap::new() };
         if let Err(e) = rt.apply() {
             tracing::warn!("the main graph cannot run: {e}");
         }
@@ -254,8 +258,7 @@ impl Runtime {
             }
         };
         if let Err(message) = result {
-            let p = if ["runtime", "graph", "network", "component", "msgflo", "trace"].contains(&protocol.as_str()) { protocol.as_str() } else { "runtime" };
-            out.reply.push(frame(p, "error", json!({"message": message})));
+            out.reply.push(frame(error_protocol(&protocol), "error", json!({"message": message})));
             out.others.clear();
             out.changed = None;
         }
@@ -304,13 +307,16 @@ impl Runtime {
 
     /// Tell the host which outports are watched: the sources of every
     /// selected edge of a running graph, and exported outports.
-    pub(crate) fn retap(&self) {
+    pub(crate) fn retap(&mut self) {
         let mut taps = BTreeSet::new();
-        for sel in self.selections.values() {
+        let mut routes: std::collections::HashMap<String, Vec<(String, ClientId, EdgeKey)>> = Default::default();
+        for (client, sel) in &self.selections {
             for e in self.edges_of_interest(sel.as_ref()) {
+                routes.entry(e.src.0.clone()).or_default().push((e.src.1.clone(), *client, e.clone()));
                 taps.insert(e.src);
             }
         }
+        self.routes = routes;
         if !self.selections.is_empty() {
             for rg in self.graphs.values().filter(|g| g.started.is_some()) {
                 for e in rg.graph.outports.values() {
@@ -381,11 +387,9 @@ impl Runtime {
         match event {
             Event::Data { role, port, payload } => {
                 let data = data_value(payload);
-                for (client, sel) in &self.selections {
-                    for e in self.edges_of_interest(sel.as_ref()) {
-                        if e.src.0 == *role && e.src.1.eq_ignore_ascii_case(port) {
-                            out.push((*client, network::data_frame(&e, data.clone())));
-                        }
+                for (p, client, e) in self.routes.get(role.as_str()).into_iter().flatten() {
+                    if p.eq_ignore_ascii_case(port) {
+                        out.push((*client, network::data_frame(e, data.clone())));
                     }
                 }
                 for (gid, rg) in self.graphs.iter().filter(|(_, g)| g.started.is_some()) {
@@ -463,9 +467,19 @@ pub fn payload_of(data: &Value) -> Payload {
     }
 }
 
+/// The protocol an error about a request of `protocol` is sent on: its
+/// own where clients know it, else `runtime`.
+fn error_protocol(protocol: &str) -> &str {
+    const KNOWN: [&str; 6] = ["runtime", "graph", "network", "component", "msgflo", "trace"];
+    if KNOWN.contains(&protocol) {
+        protocol
+    } else {
+        "runtime"
+    }
+}
+
 fn error_only(protocol: &str, request_id: Option<Value>, message: String) -> Outcome {
-    let p = if ["runtime", "graph", "network", "component", "msgflo"].contains(&protocol) { protocol } else { "runtime" };
-    let mut f = frame(p, "error", json!({"message": message}));
+    let mut f = frame(error_protocol(protocol), "error", json!({"message": message}));
     if let Some(id) = request_id {
         f["responseTo"] = id;
     }

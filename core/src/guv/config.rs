@@ -337,10 +337,9 @@ fn build(name: &str, keys: &BTreeMap<&'static str, Value>, problems: &mut Vec<Pr
         }
     };
     if let Some(x) = num("processing", &mut err) {
-        if x > 0.0 {
-            r.processing = x;
-        } else {
-            err(format!("'processing' must be > 0, not {x}"));
+        match crate::seconds::period("'processing'", x) {
+            Ok(_) => r.processing = x,
+            Err(e) => err(e),
         }
     }
     r.stddev = 0.5 * r.processing;
@@ -352,10 +351,9 @@ fn build(name: &str, keys: &BTreeMap<&'static str, Value>, problems: &mut Vec<Pr
         }
     }
     if let Some(x) = num("deadline", &mut err) {
-        if x > 0.0 {
-            r.deadline = x;
-        } else {
-            err(format!("'deadline' must be > 0, not {x}"));
+        match crate::seconds::period("'deadline'", x) {
+            Ok(_) => r.deadline = x,
+            Err(e) => err(e),
         }
     }
     if let Some(x) = num("percentile", &mut err) {
@@ -384,10 +382,14 @@ fn build(name: &str, keys: &BTreeMap<&'static str, Value>, problems: &mut Vec<Pr
     }
     for (k, slot) in [("pollinterval", &mut r.pollinterval), ("history", &mut r.history), ("boot", &mut r.boot), ("stabilisation", &mut r.stabilisation)] {
         if let Some(x) = num(k, &mut err) {
-            if x >= 0.0 && (k == "boot" || k == "stabilisation" || x > 0.0) {
-                *slot = x;
-            } else {
-                err(format!("'{k}' must be > 0, not {x}"));
+            let what = format!("'{k}'");
+            let checked = match k {
+                "boot" | "stabilisation" => crate::seconds::wait(&what, x),
+                _ => crate::seconds::period(&what, x),
+            };
+            match checked {
+                Ok(_) => *slot = x,
+                Err(e) => err(e),
             }
         }
     }

@@ -211,7 +211,9 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Tran
     })
 }
 
-/// Exponential backoff for reconnects: 100 ms doubling to 5 s.
+/// Exponential backoff for reconnects: 100 ms doubling to 5 s, each delay
+/// drawn at random from its upper half ("equal jitter"), so that the
+/// participants of a restarted broker do not all reconnect in lockstep.
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
     next: std::time::Duration,
@@ -232,6 +234,28 @@ impl Backoff {
     pub(crate) fn next_delay(&mut self) -> std::time::Duration {
         let d = self.next;
         self.next = (self.next * 2).min(Self::MAX);
-        d
+        d / 2 + d.mul_f64(fastrand::f64() / 2.0)
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::Backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn delays_double_to_the_cap_within_their_upper_half_and_vary() {
+        let mut b = Backoff::new();
+        let mut bound = Duration::from_millis(100);
+        for _ in 0..10 {
+            let d = b.next_delay();
+            assert!(d >= bound / 2 && d <= bound, "{d:?} not in [{:?}, {bound:?}]", bound / 2);
+            bound = (bound * 2).min(Duration::from_secs(5));
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+        // Two participants after the same outage: not in lockstep.
+        let draws: std::collections::BTreeSet<Duration> = (0..20).map(|_| Backoff::new().next_delay()).collect();
+        assert!(draws.len() > 1, "{draws:?}");
     }
 }

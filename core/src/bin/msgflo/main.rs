@@ -11,6 +11,7 @@
 //! Exit codes: 0 done, 1 failed (broker, timeout), 2 bad input (graph,
 //! library, arguments).
 
+use std::time::Duration;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -114,8 +115,8 @@ enum Cmd {
         no_start: bool,
         /// Seconds without discovery before a participant shows as gone
         /// (default: three heartbeats, from MSGFLO_DISCOVERY_PERIOD).
-        #[arg(long)]
-        expire: Option<f64>,
+        #[arg(long, value_parser = period_arg)]
+        expire: Option<Duration>,
     },
     /// Wire a graph once: bind the edges as soon as the participants are
     /// discovered, send the IIPs, exit.
@@ -134,8 +135,8 @@ enum Cmd {
         #[arg(long)]
         forever: bool,
         /// Seconds to wait for participants before giving up.
-        #[arg(long, default_value_t = 60.0)]
-        timeout: f64,
+        #[arg(long, default_value = "60", value_parser = wait_arg)]
+        timeout: Duration,
     },
     /// Announce foreign participants (ports described in YAML), then again
     /// every `interval / 2.2` seconds.
@@ -146,8 +147,8 @@ enum Cmd {
         #[command(flatten)]
         broker: BrokerArg,
         /// Discovery period in seconds.
-        #[arg(long, default_value_t = 60.0)]
-        interval: f64,
+        #[arg(long, default_value = "60", value_parser = period_arg)]
+        interval: Duration,
         /// Announce once and exit.
         #[arg(long)]
         once: bool,
@@ -173,8 +174,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         amount: u64,
         /// Give up after this many seconds.
-        #[arg(long)]
-        timeout: Option<f64>,
+        #[arg(long, value_parser = wait_arg)]
+        timeout: Option<Duration>,
         #[command(flatten)]
         broker: BrokerArg,
     },
@@ -194,8 +195,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         /// Seconds to listen for discovery and coordinator answers.
-        #[arg(long, default_value_t = 2.0)]
-        wait: f64,
+        #[arg(long, default_value = "2", value_parser = wait_arg)]
+        wait: Duration,
         /// Also log what happens (info), not only warnings.
         #[arg(long, short)]
         verbose: bool,
@@ -283,4 +284,14 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// Seconds given on the command line: finite and in range, else clap's
+/// usage error (exit 2); see [`msgflo::seconds`].
+fn period_arg(s: &str) -> Result<Duration, String> {
+    msgflo::seconds::parse_period("the period", s)
+}
+
+fn wait_arg(s: &str) -> Result<Duration, String> {
+    msgflo::seconds::parse_wait("the wait", s)
 }

@@ -132,7 +132,7 @@ pub fn live_url(ide: &str, address: &str, id: &str, secret: Option<&str>) -> Str
     format!("{}#runtime/endpoint?{}", ide.trim_end_matches('/'), enc.replace('+', "%20"))
 }
 
-pub async fn run(args: RunGraph, broker: Option<String>, rt_args: RuntimeArgs, no_start: bool, expire: Option<f64>) -> Result<(), Failure> {
+pub async fn run(args: RunGraph, broker: Option<String>, rt_args: RuntimeArgs, no_start: bool, expire: Option<Duration>) -> Result<(), Failure> {
     let loaded = load_from(args.graph.as_ref(), args.library.as_ref())?;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let (main_id, anchor) = match &args.graph {
@@ -180,7 +180,7 @@ pub async fn run(args: RunGraph, broker: Option<String>, rt_args: RuntimeArgs, n
     let transport = crate::connect(&url, "coordinator").await?;
     let mut options = Options::new(loaded.graph.clone());
     if let Some(e) = expire {
-        options.expiry = Duration::from_secs_f64(e.max(0.1));
+        options.expiry = e.max(Duration::from_millis(100));
     }
     // Scaled roles start at their minimum, and take `concurrency` jobs at
     // a time, so that new instances get a share of the queue.
@@ -287,7 +287,7 @@ pub async fn setup(
     participants: bool,
     only: Vec<String>,
     forever: bool,
-    timeout: f64,
+    timeout: Duration,
 ) -> Result<(), Failure> {
     let loaded = load(&args)?;
     let url = msgflo::broker::resolve(broker.as_deref());
@@ -300,7 +300,7 @@ pub async fn setup(
         options.launcher = Some(launcher(&loaded, &url, only, args.ignore.clone()));
     }
     let coordinator = Coordinator::start(transport.clone(), &url, options).await?;
-    let waited = coordinator.wait_for(Duration::from_secs_f64(timeout), |s| s.complete).await;
+    let waited = coordinator.wait_for(timeout, |s| s.complete).await;
     let result = match waited {
         Ok(s) => {
             for w in &s.wires {
@@ -315,7 +315,7 @@ pub async fn setup(
             why.extend(s.pending.iter().map(|(e, p)| format!("  {e}: {p:?}")));
             why.extend(s.wires.iter().filter_map(|w| Some(format!("  {}: {}", w.wire, w.error.as_ref()?))));
             why.extend(s.iips_pending.iter().map(|(t, r)| format!("  IIP to {t}: {r}")));
-            Err(Failure::run(format!("setup incomplete after {timeout} s:\n{}", why.join("\n"))))
+            Err(Failure::run(format!("setup incomplete after {} s:\n{}", timeout.as_secs_f64(), why.join("\n"))))
         }
     };
     if forever && result.is_ok() {

@@ -62,7 +62,7 @@ pub fn foreign_definition(yaml: &str, role: &str) -> Result<Definition, String> 
     Ok(def)
 }
 
-pub async fn register(roles: Vec<String>, broker: Option<String>, interval: f64, once: bool) -> Result<(), Failure> {
+pub async fn register(roles: Vec<String>, broker: Option<String>, interval: Duration, once: bool) -> Result<(), Failure> {
     let mut messages = Vec::new();
     for r in &roles {
         let (role, file) = r.split_once(':').ok_or_else(|| Failure::input(format!("--role {r:?}: expected ROLE:FILE.yaml")))?;
@@ -72,7 +72,7 @@ pub async fn register(roles: Vec<String>, broker: Option<String>, interval: f64,
         messages.push((info.id.clone(), Payload::json(&info.discovery_message())));
     }
     let (_, t) = connect(broker, "register").await?;
-    let period = Duration::from_secs_f64((interval / 2.2).max(0.1));
+    let period = interval.div_f64(2.2).max(Duration::from_millis(100));
     loop {
         for (id, m) in &messages {
             t.announce(m.clone()).await?;
@@ -121,11 +121,11 @@ pub async fn send(queue: String, json: Option<String>, data: Option<String>, bro
     Ok(())
 }
 
-pub async fn dump(queue: String, amount: u64, timeout: Option<f64>, broker: Option<String>) -> Result<(), Failure> {
+pub async fn dump(queue: String, amount: u64, timeout: Option<Duration>, broker: Option<String>) -> Result<(), Failure> {
     let (_, t) = connect(broker, "dump").await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(256);
     t.subscribe(&queue, Arc::from(queue.as_str()), tx).await?;
-    let deadline = timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
+    let deadline = timeout.map(|s| tokio::time::Instant::now() + s);
     let mut got = 0u64;
     let mut out = std::io::stdout().lock();
     while amount == 0 || got < amount {
@@ -168,10 +168,10 @@ pub fn procfile(args: GraphArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-pub async fn status(broker: Option<String>, as_json: bool, wait: f64) -> Result<(), Failure> {
+pub async fn status(broker: Option<String>, as_json: bool, wait: Duration) -> Result<(), Failure> {
     let (url, t) = connect(broker, "status").await?;
     let observer = Coordinator::start(t.clone(), &url, Options::observer()).await?;
-    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+    tokio::time::sleep(wait).await;
     let mut snap = observer.snapshot();
     observer.stop().await;
     // Queue depths where the broker can tell (AMQP); a queue that does
