@@ -68,6 +68,8 @@ fn bad(msg: impl Into<String>) -> Error {
 
 /// Split a command template into arguments: whitespace separates, '...'
 /// and "..." quote (with \" and \\ inside double quotes), \ escapes outside.
+/// Not the `shlex` crate: it follows the shell in reading a word that starts
+/// with `#` as a comment, which would drop every `#ROLE` of a template.
 pub fn split_command(template: &str) -> Result<Vec<String>> {
     let mut args = Vec::new();
     let mut cur = String::new();
@@ -128,6 +130,31 @@ pub fn split_command(template: &str) -> Result<Vec<String>> {
         return Err(bad(format!("empty command {template:?}")));
     }
     Ok(args)
+}
+
+/// Replace the `#NAME`s of one argument in a single pass, longest name
+/// first at each `#` (so `#COMPONENTNAME` is not read as `#COMPONENT`);
+/// what a value brings in is never substituted again (an IIP
+/// `"literal #ROLE"` stays literal).
+fn substitute(arg: &str, values: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(i) = rest.find('#') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        match values.iter().find(|(k, _)| tail.starts_with(k.as_str())) {
+            Some((k, v)) => {
+                out.push_str(v);
+                rest = &tail[k.len()..];
+            }
+            None => {
+                out.push('#');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Library {
@@ -198,7 +225,7 @@ impl Library {
         values.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
         Ok(split_command(&template)?
             .into_iter()
-            .map(|arg| values.iter().fold(arg, |a, (k, v)| a.replace(k.as_str(), v)))
+            .map(|arg| substitute(&arg, &values))
             .collect())
     }
 
@@ -251,6 +278,16 @@ fn shell_quote(arg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_substituted_once() {
+        let lib = Library::from_json(r##"{"components": {"R": "run #ROLE --iips #IIPS #NOPE #"}, "variables": {"X": "#ROLE"}}"##).unwrap();
+        let iips = serde_json::json!({"in": "literal #ROLE #IIPS #X"});
+        let cmd = lib.command("R", "r1", &iips).unwrap();
+        assert_eq!(cmd, ["run", "r1", "--iips", "{\"in\":\"literal #ROLE #IIPS #X\"}", "#NOPE", "#"]);
+        let lib = Library::from_json(r##"{"components": {"R": "run #X#ROLE"}, "variables": {"X": "#ROLE-"}}"##).unwrap();
+        assert_eq!(lib.command("R", "r1", &iips).unwrap(), ["run", "#ROLE-r1"]);
+    }
 
     #[test]
     fn splits_without_breaking_quoted_arguments() {
