@@ -284,3 +284,43 @@ async fn mqtt_qos1_session_resumed_with_more_than_prefetch() {
     }
     broker.stop();
 }
+
+/// More topics than the MQTT client's request queue holds (1024) are all
+/// subscribed again after a broker restart (they are re-subscribed in
+/// batches that wait for room; a full queue used to drop the rest).
+#[tokio::test]
+async fn mqtt_resubscribes_more_than_1024_topics() {
+    init_logs();
+    let mut broker = Mosquitto::start(false);
+    let n = 1500;
+    let base = unique("mmany");
+    let topics: Vec<String> = (0..n).map(|i| format!("{base}/{i}")).collect();
+    let t = msgflo::transport::connect(&broker.url(), &msgflo::ConnectOptions::default()).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4 * n);
+    for topic in &topics {
+        t.subscribe(topic, std::sync::Arc::from(topic.as_str()), tx.clone()).await.unwrap();
+    }
+    let mut generation = t.generation();
+    generation.borrow_and_update();
+    broker.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.run();
+    tokio::time::timeout(T, generation.changed()).await.expect("reconnected").unwrap();
+
+    // Publish to every topic not heard from yet, until each has delivered.
+    let raw = RawMqtt::connect_to(&broker.url(), &[]).await;
+    let mut heard = std::collections::BTreeSet::new();
+    let start = std::time::Instant::now();
+    while heard.len() < n {
+        assert!(start.elapsed() < T, "after the restart only {} of {n} topics deliver", heard.len());
+        for topic in topics.iter().filter(|t| !heard.contains(t.as_str())) {
+            raw.publish(topic, b"x").await;
+        }
+        let round = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Some(d)) = tokio::time::timeout_at(round, rx.recv()).await {
+            heard.insert(d.inport().to_owned());
+        }
+    }
+    t.close().await.unwrap();
+    broker.stop();
+}

@@ -312,18 +312,24 @@ impl EventTask {
                         let topics: Vec<String> = self.subscribers.lock().unwrap().keys().cloned().collect();
                         let client = self.client.clone();
                         let subacks = self.subacks.clone();
+                        let closed = self.closed.clone();
                         let qos = self.qos;
                         // Waiters of the lost connection: their topics are in
                         // `topics` and get subscribed again right here.
                         subacks.lock().unwrap().clear();
-                        // Not awaited here: the request channel is drained by this loop.
+                        // Not awaited here: the request channel is drained by
+                        // this loop. Several topics per SUBSCRIBE; each waits
+                        // for room in the request channel, so none is lost
+                        // however many there are.
                         tokio::spawn(async move {
-                            for t in topics {
-                                let (tx, _rx) = oneshot::channel();
-                                let mut waiting = subacks.lock().unwrap();
-                                waiting.push_back(tx);
-                                let q = if is_discovery(&t) { QoS::AtMostOnce } else { qos };
-                                let _ = client.try_subscribe(t, q);
+                            for chunk in topics.chunks(RESUBSCRIBE_CHUNK) {
+                                let filters = chunk.iter().map(|t| {
+                                    let q = if is_discovery(t) { QoS::AtMostOnce } else { qos };
+                                    rumqttc::SubscribeFilter::new(t.clone(), q)
+                                });
+                                if let Err(e) = queue_subscribe(&client, &subacks, &closed, filters.collect()).await {
+                                    warn!(error = %e, "cannot subscribe again after reconnecting");
+                                }
                             }
                         });
                         let away = down_since.take().map(|t| t.elapsed()).unwrap_or_default();
@@ -425,6 +431,43 @@ impl EventTask {
     }
 }
 
+/// Topics per SUBSCRIBE when a reconnect subscribes everything again.
+const RESUBSCRIBE_CHUNK: usize = 64;
+
+/// Queue one SUBSCRIBE and its SUBACK waiter, under one lock so that the
+/// waiters are in SUBSCRIBE order (the broker answers in order). A full
+/// request channel (a busy connection, or thousands of topics after a
+/// reconnect) is waited out, never taken as a refusal; an invalid filter
+/// is an error at once.
+async fn queue_subscribe(
+    client: &AsyncClient,
+    subacks: &SubAckWaiters,
+    closed: &CancellationToken,
+    filters: Vec<rumqttc::SubscribeFilter>,
+) -> Result<oneshot::Receiver<()>> {
+    if let Some(f) = filters.iter().find(|f| !rumqttc::valid_filter(&f.path)) {
+        return Err(Error::broker(format!("subscribe {:?}", f.path), "not a valid MQTT topic filter"));
+    }
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        {
+            let mut waiting = subacks.lock().unwrap();
+            if client.try_subscribe_many(filters.clone()).is_ok() {
+                let (tx, rx) = oneshot::channel();
+                waiting.push_back(tx);
+                return Ok(rx);
+            }
+        }
+        if closed.is_cancelled() {
+            return Err(Error::Closed);
+        }
+        if tokio::time::Instant::now() >= give_up {
+            return Err(Error::Timeout(Duration::from_secs(30), "room for a SUBSCRIBE in the MQTT request queue".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Deliveries waiting for room in their receivers, in arrival order.
 type Backlog = std::collections::VecDeque<(mpsc::Sender<Delivery>, Delivery)>;
 
@@ -454,15 +497,9 @@ impl Transport for Mqtt {
         if first {
             // Wait for the SUBACK, so that "connected" means messages sent
             // from now on arrive (QoS 0 drops what has no subscriber yet).
-            let (tx, rx) = oneshot::channel();
-            {
-                // Queue the waiter and the request under one lock, so the
-                // waiter order is the SUBSCRIBE order.
-                let mut waiting = self.subacks.lock().unwrap();
-                waiting.push_back(tx);
-                let qos = if is_discovery(queue) { QoS::AtMostOnce } else { self.qos };
-                self.client.try_subscribe(queue, qos).map_err(|e| Error::broker(format!("subscribe {queue:?}"), e))?;
-            }
+            let qos = if is_discovery(queue) { QoS::AtMostOnce } else { self.qos };
+            let filter = rumqttc::SubscribeFilter::new(queue.to_owned(), qos);
+            let rx = queue_subscribe(&self.client, &self.subacks, &self.closed, vec![filter]).await?;
             tracing::debug!(queue, "waiting for SUBACK");
             match tokio::time::timeout(Duration::from_secs(30), rx).await {
                 Ok(_) => {} // acked, or the connection was replaced and it is redone
