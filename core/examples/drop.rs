@@ -47,24 +47,5 @@ async fn run(args: Args) -> msgflo::Result<()> {
     let mut options = Options { broker: args.broker, ..Default::default() };
     options.connect.prefetch = args.prefetch;
     let participant = Participant::connect(&def, &args.role, options).await?;
-    println!("{}(Drop) ready on {}", args.role, participant.transport().describe());
-    participant.announce().await?;
-
-    let serving = participant.clone();
-    let server = tokio::spawn(async move {
-        serving.serve(|_msg| async move { Ok(Vec::new()) }).await
-    });
-    shutdown_signal().await;
-    participant.stop().await?;
-    server.await.map_err(|e| msgflo::Error::Handler(e.to_string()))??;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    participant.serve_until_signal(|_msg| async move { Ok(Vec::new()) }).await
 }

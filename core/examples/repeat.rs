@@ -55,31 +55,12 @@ async fn run(args: Args) -> msgflo::Result<()> {
     }
     let delay = std::time::Duration::try_from_secs_f64(args.delay).map_err(|e| msgflo::Error::InvalidDefinition(format!("--delay: {e}")))?;
     let participant = Participant::connect(&def, &args.role, options).await?;
-    println!("{}(Repeat) ready on {}", args.role, participant.transport().describe());
-    participant.announce().await?;
-
-    let serving = participant.clone();
-    let server = tokio::spawn(async move {
-        serving
-            .serve(move |msg| async move {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                Ok(vec![("out".to_string(), msg.payload)])
-            })
-            .await
-    });
-    shutdown_signal().await;
-    participant.stop().await?;
-    server.await.map_err(|e| msgflo::Error::Handler(e.to_string()))??;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    participant
+        .serve_until_signal(move |msg| async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Ok(vec![("out".to_string(), msg.payload)])
+        })
+        .await
 }

@@ -412,6 +412,82 @@ impl Participant {
     pub async fn stopped(&self) {
         self.shared.stop.cancelled().await
     }
+
+    /// The life of a participant process: print the readiness line
+    /// `ROLE(COMPONENT) ready on BROKER` on stdout (what tools that start
+    /// participants wait for; it comes before the first discovery message),
+    /// announce, serve with `handler` until SIGTERM or SIGINT, then
+    /// [`stop`](Self::stop): the batch being handled is finished and settled,
+    /// what was not handled goes back to the queue, outputs and acks reach
+    /// the broker. Returns when all that is done (or serving failed).
+    pub async fn serve_until_signal<H, Fut>(&self, handler: H) -> Result<()>
+    where
+        H: FnMut(Message) -> Fut + Send + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        // Listening before the readiness line: a tool may signal right after it.
+        let mut signals = StopSignals::listen();
+        {
+            use std::io::Write;
+            let info = &self.shared.info;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}({}) ready on {}", info.role, info.component, self.shared.transport.describe());
+            let _ = out.flush();
+        }
+        self.announce().await?;
+        let serving = self.clone();
+        let server = tokio::spawn(async move { serving.serve(handler).await });
+        tokio::select! {
+            _ = signals.recv() => {}
+            _ = self.stopped() => {}
+        }
+        self.stop().await?;
+        server.await.map_err(|e| Error::Handler(format!("serving task: {e}")))?
+    }
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), listened for from the moment this is made
+/// (so that one arriving before [`recv`](Self::recv) is awaited is not
+/// lost, nor left to its default action of killing the process). Made
+/// inside the tokio runtime.
+pub struct StopSignals {
+    #[cfg(unix)]
+    signals: Vec<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    pub fn listen() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signals = [SignalKind::terminate(), SignalKind::interrupt()].into_iter().filter_map(|k| signal(k).ok()).collect();
+            StopSignals { signals }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// Resolves on the first of them.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            if self.signals.is_empty() {
+                return std::future::pending().await;
+            }
+            let waits = self.signals.iter_mut().map(|s| Box::pin(s.recv()));
+            futures_util::future::select_all(waits).await;
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C) the process gets after
+/// this is first polled; see [`StopSignals`] to listen from an earlier point.
+pub async fn stop_signal() {
+    StopSignals::listen().recv().await
 }
 
 fn unknown_port(info: &ParticipantInfo, direction: &'static str, port: &str) -> Error {

@@ -4,24 +4,13 @@
 // cleanly on SIGTERM or Ctrl-C.
 #include <msgflo/msgflo.hpp>
 
-#include <csignal>
 #include <iostream>
-#include <pthread.h>
-#include <thread>
 
 int main(int argc, char *argv[]) {
     if (argc < 2) {
         std::cerr << "Usage: " << argv[0] << " ROLE" << std::endl;
         return 2;
     }
-    // Signals go to one waiting thread, which can call Engine::stop()
-    // (a signal handler could not).
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
     msgflo::Definition def;
     def.component = "C++Repeat";
     def.label = "Repeats input on outport unchanged";
@@ -39,14 +28,10 @@ int main(int argc, char *argv[]) {
             participant->send("out", data, length);
             msg->ack();
         });
+        // SIGTERM and Ctrl-C make launch() return cleanly: the message
+        // being handled is finished, the rest goes back to the queue.
+        engine->stopOnSignals();
         std::cout << def.role << "(" << def.component << ") ready on " << engine->broker() << std::endl;
-
-        std::thread waiter([&signals, engine]() {
-            int sig = 0;
-            sigwait(&signals, &sig);
-            engine->stop();
-        });
-        waiter.detach();
         engine->launch();
     } catch (const msgflo::Error &e) {
         std::cerr << "repeat: " << e.code() << ": " << e.what() << std::endl;

@@ -46,6 +46,8 @@ mod ffi {
         fn connect(definition: &DefinitionArg, role: &str, broker: &str, prefetch: u16) -> Result<Box<CoreParticipant>>;
         fn resolve_broker(url: &str) -> String;
         fn default_prefetch() -> u16;
+        fn listen_stop_signals() -> Result<()>;
+        fn wait_stop_signal(timeout_ms: u32) -> Result<bool>;
         fn announce(self: &CoreParticipant) -> Result<()>;
         fn discovery(self: &CoreParticipant) -> String;
         fn id(self: &CoreParticipant) -> String;
@@ -135,6 +137,40 @@ fn resolve_broker(url: &str) -> String {
 
 fn default_prefetch() -> u16 {
     msgflo::transport::DEFAULT_PREFETCH
+}
+
+/// Becomes true at the first SIGTERM or SIGINT once listening started.
+fn stop_signals() -> tokio::sync::watch::Receiver<bool> {
+    static RX: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> = std::sync::OnceLock::new();
+    RX.get_or_init(|| {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let rt = runtime();
+        // Made inside the runtime, listening from now on.
+        let mut signals = rt.block_on(async { msgflo::participant::StopSignals::listen() });
+        rt.spawn(async move {
+            signals.recv().await;
+            let _ = tx.send(true);
+        });
+        rx
+    })
+    .clone()
+}
+
+/// Start listening for SIGTERM and SIGINT (`Engine::stopOnSignals`).
+fn listen_stop_signals() -> Res<()> {
+    guard(|| {
+        stop_signals();
+        Ok(())
+    })
+}
+
+/// Whether SIGTERM or SIGINT came, waiting up to `timeout_ms` for one.
+fn wait_stop_signal(timeout_ms: u32) -> Res<bool> {
+    guard(|| {
+        let mut rx = stop_signals();
+        let wait = Duration::from_millis(timeout_ms.into());
+        Ok(runtime().block_on(async move { tokio::time::timeout(wait, rx.wait_for(|v| *v)).await.is_ok_and(|r| r.is_ok()) }))
+    })
 }
 
 impl CoreParticipant {

@@ -193,7 +193,7 @@ private:
 
 class EngineImpl : public Engine {
 public:
-    explicit EngineImpl(const EngineConfig &config) : config_(config), stopping_(false) {}
+    explicit EngineImpl(const EngineConfig &config) : config_(config), stopping_(false), on_signals_(false) {}
 
     ~EngineImpl() override {
         stopping_ = true;
@@ -222,11 +222,29 @@ public:
             ParticipantImpl *p = ps[i];
             threads.push_back(std::thread([this, p]() { p->serve(stopping_); }));
         }
+        if (on_signals_) {
+            // Polls in slices so that it ends with launch() when stop()
+            // is called; a signal between slices is kept by the core.
+            threads.push_back(std::thread([this]() {
+                try {
+                    while (!stopping_) {
+                        if (ffi::wait_stop_signal(200)) stopping_ = true;
+                    }
+                } catch (const rust::Error &) {
+                    // Cannot wait for signals: launch() runs until stop().
+                }
+            }));
+        }
         for (std::size_t i = 0; i < threads.size(); ++i) threads[i].join();
         for (std::size_t i = 0; i < ps.size(); ++i) ps[i]->stop();
     }
 
     void stop() override { stopping_ = true; }
+
+    void stopOnSignals() override {
+        try { ffi::listen_stop_signals(); } catch (const rust::Error &e) { throw translate(e); }
+        on_signals_ = true;
+    }
 
     std::string broker() const override {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -237,6 +255,7 @@ public:
 private:
     EngineConfig config_;
     std::atomic<bool> stopping_;
+    std::atomic<bool> on_signals_;
     mutable std::mutex mutex_;
     std::vector<std::unique_ptr<ParticipantImpl>> participants_;
 };

@@ -141,6 +141,10 @@ public:
     // unhandled ones go back to the queue, outputs are flushed.
     // Thread-safe; not async-signal-safe (call it from a normal thread).
     virtual void stop() = 0;
+    // From now on, SIGTERM or SIGINT (Ctrl-C) makes launch() return as
+    // stop() does, instead of killing the process. Listening starts here:
+    // call it before printing a readiness line. Throws msgflo::Error.
+    virtual void stopOnSignals() {}
     // The broker URL with the password hidden.
     virtual std::string broker() const = 0;
 };

@@ -23,12 +23,6 @@ int main(int argc, char *argv[]) {
         std::cerr << "usage: shim ROLE" << std::endl;
         return 2;
     }
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
     msgflo::Definition def;
     def.component = "SpecShim";
     def.role = argv[1];
@@ -57,12 +51,8 @@ int main(int argc, char *argv[]) {
                 msg->ack();
             }
         });
+        engine->stopOnSignals();
         std::cout << def.role << "(SpecShim) ready" << std::endl;
-        std::thread([&signals, engine]() {
-            int sig = 0;
-            sigwait(&signals, &sig);
-            engine->stop();
-        }).detach();
         engine->launch();
     } catch (const msgflo::Error &e) {
         std::cerr << "shim: " << e.code() << ": " << e.what() << std::endl;

@@ -94,14 +94,6 @@ fn launcher(loaded: &Loaded, url: &str, only: Vec<String>, ignore: Vec<String>) 
     }
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-    }
-}
-
 /// Log progress lines as the picture changes (discovered, wired, complete).
 fn summary(s: &Snapshot) -> String {
     let alive = s.participants.iter().filter(|p| p.alive > 0).count();
@@ -248,7 +240,7 @@ pub async fn run(args: RunGraph, broker: Option<String>, rt_args: RuntimeArgs, n
     };
     let mut last = String::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
-    let stop = shutdown_signal();
+    let stop = msgflo::participant::stop_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -319,7 +311,7 @@ pub async fn setup(
         }
     };
     if forever && result.is_ok() {
-        shutdown_signal().await;
+        msgflo::participant::stop_signal().await;
     }
     coordinator.stop().await;
     let _ = transport.close().await;
