@@ -10,6 +10,9 @@
 //!   the publishes issued before it are confirmed (a refused publish turns
 //!   the ack of the delivery that caused it into a requeue); publishes not
 //!   confirmed when the connection drops are sent again after reconnecting;
+//!   acks released together whose delivery tags follow everything settled
+//!   so far go out as one `basic.ack` with `multiple` (settlement frames
+//!   are made in order, so it covers exactly them);
 //! - one **consumer** task per subscription, forwarding deliveries to the
 //!   participant's channel with the generation they belong to (settlements
 //!   for an older generation are dropped: the broker has requeued those).
@@ -507,6 +510,10 @@ async fn supervise(inner: Arc<Inner>, mut lost: mpsc::UnboundedReceiver<(u64, St
     }
 }
 
+/// Settled tags tracked beyond one still held, before coalescing acks is
+/// given up on that connection (memory stays bounded).
+const MAX_SETTLED_AHEAD: usize = 16_384;
+
 struct Inflight {
     pending: Pending,
     confirm: lapin::PublisherConfirm,
@@ -536,6 +543,15 @@ struct Pipeline {
     last_settle_need: u64,
     settling: FuturesUnordered<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
     flush_after_settling: Vec<oneshot::Sender<()>>,
+    /// Settlement bookkeeping of the current connection's consume channel,
+    /// whose delivery tags the broker numbers 1, 2, 3, ...: every tag up to
+    /// `settled_through` has been settled (its frame sent), and
+    /// `settled_above` holds the settled tags beyond it.
+    settled_through: u64,
+    settled_above: std::collections::BTreeSet<u64>,
+    /// Acks released together whose tags continue `settled_through`: sent
+    /// as one `basic.ack` with `multiple` (tag, first tag of the run).
+    ack_run: Option<(u64, u64)>,
 }
 
 impl Pipeline {
@@ -552,6 +568,9 @@ impl Pipeline {
             last_settle_need: 0,
             settling: FuturesUnordered::new(),
             flush_after_settling: Vec::new(),
+            settled_through: 0,
+            settled_above: Default::default(),
+            ack_run: None,
         }
     }
 
@@ -615,6 +634,10 @@ impl Pipeline {
         };
         if newer {
             self.live = live;
+            // A new consume channel: its tags start again at 1.
+            self.settled_through = 0;
+            self.settled_above.clear();
+            self.ack_run = None;
             self.connection_replaced();
             // Publish whatever waited for this connection, in order.
             let retry: Vec<_> = self.retry.drain(..).collect();
@@ -734,6 +757,7 @@ impl Pipeline {
             let (need, waiter) = self.waiting.pop_front().expect("checked");
             match waiter {
                 Waiter::Flush(tx) => {
+                    self.send_ack_run();
                     if self.settling.is_empty() {
                         let _ = tx.send(());
                     } else {
@@ -751,6 +775,17 @@ impl Pipeline {
                 }
             }
         }
+        self.send_ack_run();
+    }
+
+    /// Send the pending run of acks: one `basic.ack` with `multiple` for
+    /// its last tag. Safe because every tag below the run was settled and
+    /// its frame sent first (settlement frames go out in the order they are
+    /// made), so `multiple` acks exactly the run.
+    fn send_ack_run(&mut self) {
+        if let Some((last, first)) = self.ack_run.take() {
+            self.send_settlement(last, Settlement::Ack, last > first);
+        }
     }
 
     fn settle(&mut self, tag: u64, generation: u64, how: Settlement) {
@@ -762,17 +797,55 @@ impl Pipeline {
             debug!(tag, generation, "settlement for an earlier connection dropped; the broker requeued it");
             return;
         }
+        // Acks of consecutive tags right after everything settled so far
+        // wait to go out as one multiple ack (at the end of this release).
+        if how == Settlement::Ack && self.settled_through != u64::MAX && tag == self.settled_through + 1 {
+            self.ack_run = Some((tag, self.ack_run.map_or(tag, |(_, first)| first)));
+            self.mark_settled(tag);
+            return;
+        }
+        self.send_ack_run();
+        self.mark_settled(tag);
+        self.send_settlement(tag, how, false);
+    }
+
+    fn mark_settled(&mut self, tag: u64) {
+        if self.settled_through != u64::MAX && tag == self.settled_through + 1 {
+            self.settled_through = tag;
+            while self.settled_above.remove(&(self.settled_through + 1)) {
+                self.settled_through += 1;
+            }
+        } else if tag > self.settled_through && self.settled_through != u64::MAX {
+            self.settled_above.insert(tag);
+            if self.settled_above.len() > MAX_SETTLED_AHEAD {
+                // One delivery held for very long: stop tracking (and
+                // coalescing) on this connection rather than grow.
+                debug!(held = self.settled_through + 1, "a delivery is held long; acks are sent one by one on this connection");
+                self.settled_above.clear();
+                self.settled_through = u64::MAX;
+            }
+        }
+    }
+
+    /// Make the settlement frame now (the first poll of lapin's call sends
+    /// it), so frames leave in the order settlements are made; the rest of
+    /// the future (lapin's bookkeeping) is driven with the others.
+    fn send_settlement(&mut self, tag: u64, how: Settlement, multiple: bool) {
+        let Some(live) = &self.live else { return };
         let ch = live.consume.clone();
-        self.settling.push(Box::pin(async move {
+        let mut fut: Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(async move {
             let res = match how {
-                Settlement::Ack => ch.basic_ack(tag, BasicAckOptions::default()).await,
+                Settlement::Ack => ch.basic_ack(tag, BasicAckOptions { multiple }).await,
                 Settlement::Nack => ch.basic_nack(tag, BasicNackOptions { requeue: false, multiple: false }).await,
                 Settlement::Requeue => ch.basic_nack(tag, BasicNackOptions { requeue: true, multiple: false }).await,
             };
             if let Err(e) = res {
                 debug!(tag, error = %describe_err(&e), "settlement not sent; the broker will redeliver");
             }
-        }));
+        });
+        if (&mut fut).now_or_never().is_none() {
+            self.settling.push(fut);
+        }
     }
 }
 
