@@ -784,6 +784,7 @@ impl Pipeline {
     /// made), so `multiple` acks exactly the run.
     fn send_ack_run(&mut self) {
         if let Some((last, first)) = self.ack_run.take() {
+            tracing::trace!(first, last, "ack run");
             self.send_settlement(last, Settlement::Ack, last > first);
         }
     }
