@@ -549,8 +549,9 @@ struct Pipeline {
     /// `settled_above` holds the settled tags beyond it.
     settled_through: u64,
     settled_above: std::collections::BTreeSet<u64>,
-    /// Acks released together whose tags continue `settled_through`: sent
-    /// as one `basic.ack` with `multiple` (tag, first tag of the run).
+    /// Acks released in one turn of the loop whose tags continue
+    /// `settled_through`: sent at the end of the turn as one `basic.ack`
+    /// with `multiple` (last tag, first tag of the run).
     ack_run: Option<(u64, u64)>,
 }
 
@@ -598,13 +599,15 @@ impl Pipeline {
                     if !self.inflight.is_empty() => {
                     self.on_confirm(res);
                     // Confirms come in bursts (the broker acks many at once):
-                    // take every one already resolved before selecting again.
+                    // take every one already resolved before selecting
+                    // again, then release what they allow in one go.
                     while let Some(front) = self.inflight.front_mut() {
                         match (&mut front.confirm).now_or_never() {
                             Some(res) => self.on_confirm(res),
                             None => break,
                         }
                     }
+                    self.release();
                 }
                 Some(()) = self.settling.next(), if !self.settling.is_empty() => {
                     if self.settling.is_empty() {
@@ -616,7 +619,10 @@ impl Pipeline {
                 Ok(()) = generation.changed() => self.refresh_live().await,
                 _ = self.inner.closed.cancelled() => break,
             }
+            // Acks released in this turn go out as one (see `settle`).
+            self.send_ack_run();
         }
+        self.send_ack_run();
         if !self.inflight.is_empty() || !self.retry.is_empty() {
             warn!(
                 unconfirmed = self.inflight.len() + self.retry.len(),
@@ -742,10 +748,8 @@ impl Pipeline {
             }
             Err(e) => {
                 self.lost(format!("publish not confirmed: {}", describe_err(&e)));
-                return;
             }
         }
-        self.release();
     }
 
     /// Perform every waiter whose publishes are resolved, in order.
@@ -775,7 +779,6 @@ impl Pipeline {
                 }
             }
         }
-        self.send_ack_run();
     }
 
     /// Send the pending run of acks: one `basic.ack` with `multiple` for
