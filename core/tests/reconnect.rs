@@ -271,15 +271,9 @@ async fn mqtt_qos1_session_resumed_with_more_than_prefetch() {
     assert_eq!(got.len(), n as usize);
     p.stop().await.unwrap();
     // The session's id file (made under the state folder for this role).
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
-    let state = env("MSGFLO_STATE_DIR")
-        .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("msgflo")))
-        .or_else(|| env("HOME").map(|d| d.join(".local/state/msgflo")));
-    if let Some(dir) = state {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().contains(&role) {
-                let _ = std::fs::remove_file(e.path());
-            }
+    for e in std::fs::read_dir(msgflo::transport::state_dir()).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().contains(&role) {
+            let _ = std::fs::remove_file(e.path());
         }
     }
     broker.stop();

@@ -546,8 +546,9 @@ struct Pipeline {
     /// Settlement bookkeeping of the current connection's consume channel,
     /// whose delivery tags the broker numbers 1, 2, 3, ...: every tag up to
     /// `settled_through` has been settled (its frame sent), and
-    /// `settled_above` holds the settled tags beyond it.
-    settled_through: u64,
+    /// `settled_above` holds the settled tags beyond it. `None`: tracking
+    /// given up on this connection (see [`MAX_SETTLED_AHEAD`]).
+    settled_through: Option<u64>,
     settled_above: std::collections::BTreeSet<u64>,
     /// Acks released in one turn of the loop whose tags continue
     /// `settled_through`: sent at the end of the turn as one `basic.ack`
@@ -569,7 +570,7 @@ impl Pipeline {
             last_settle_need: 0,
             settling: FuturesUnordered::new(),
             flush_after_settling: Vec::new(),
-            settled_through: 0,
+            settled_through: Some(0),
             settled_above: Default::default(),
             ack_run: None,
         }
@@ -641,7 +642,7 @@ impl Pipeline {
         if newer {
             self.live = live;
             // A new consume channel: its tags start again at 1.
-            self.settled_through = 0;
+            self.settled_through = Some(0);
             self.settled_above.clear();
             self.ack_run = None;
             self.connection_replaced();
@@ -802,33 +803,39 @@ impl Pipeline {
             return;
         }
         // Acks of consecutive tags right after everything settled so far
-        // wait to go out as one multiple ack (at the end of this release).
-        if how == Settlement::Ack && self.settled_through != u64::MAX && tag == self.settled_through + 1 {
+        // wait to go out as one multiple ack (at the end of this turn).
+        let continues = self.mark_settled(tag);
+        if how == Settlement::Ack && continues {
             self.ack_run = Some((tag, self.ack_run.map_or(tag, |(_, first)| first)));
-            self.mark_settled(tag);
             return;
         }
         self.send_ack_run();
-        self.mark_settled(tag);
         self.send_settlement(tag, how, false);
     }
 
-    fn mark_settled(&mut self, tag: u64) {
-        if self.settled_through != u64::MAX && tag == self.settled_through + 1 {
-            self.settled_through = tag;
-            while self.settled_above.remove(&(self.settled_through + 1)) {
-                self.settled_through += 1;
+    /// Note `tag` as settled; whether it follows everything settled before
+    /// it (so an ack of it may join the run).
+    fn mark_settled(&mut self, tag: u64) -> bool {
+        let Some(through) = self.settled_through else { return false };
+        if tag == through + 1 {
+            let mut through = tag;
+            while self.settled_above.remove(&(through + 1)) {
+                through += 1;
             }
-        } else if tag > self.settled_through && self.settled_through != u64::MAX {
+            self.settled_through = Some(through);
+            return true;
+        }
+        if tag > through {
             self.settled_above.insert(tag);
             if self.settled_above.len() > MAX_SETTLED_AHEAD {
                 // One delivery held for very long: stop tracking (and
                 // coalescing) on this connection rather than grow.
-                debug!(held = self.settled_through + 1, "a delivery is held long; acks are sent one by one on this connection");
+                debug!(held = through + 1, "a delivery is held long; acks are sent one by one on this connection");
                 self.settled_above.clear();
-                self.settled_through = u64::MAX;
+                self.settled_through = None;
             }
         }
+        false
     }
 
     /// Make the settlement frame now (the first poll of lapin's call sends

@@ -156,6 +156,16 @@ fn is_discovery(topic: &str) -> bool {
     topic == DISCOVERY_QUEUE || topic == DISCOVERY_FANOUT
 }
 
+/// The QoS used on `topic`: discovery is always QoS 0, everything else
+/// the connection's.
+fn topic_qos(topic: &str, qos: QoS) -> QoS {
+    if is_discovery(topic) {
+        QoS::AtMostOnce
+    } else {
+        qos
+    }
+}
+
 impl Settle for NoSettle {
     fn settle(&self, _tag: u64, _generation: u64, how: Settlement) {
         if how == Settlement::Nack {
@@ -323,10 +333,7 @@ impl EventTask {
                         // however many there are.
                         tokio::spawn(async move {
                             for chunk in topics.chunks(RESUBSCRIBE_CHUNK) {
-                                let filters = chunk.iter().map(|t| {
-                                    let q = if is_discovery(t) { QoS::AtMostOnce } else { qos };
-                                    rumqttc::SubscribeFilter::new(t.clone(), q)
-                                });
+                                let filters = chunk.iter().map(|t| rumqttc::SubscribeFilter::new(t.clone(), topic_qos(t, qos)));
                                 if let Err(e) = queue_subscribe(&client, &subacks, &closed, filters.collect()).await {
                                     warn!(error = %e, "cannot subscribe again after reconnecting");
                                 }
@@ -388,9 +395,7 @@ impl EventTask {
             }
         }
     }
-}
 
-impl EventTask {
     /// Hand one incoming publish to every subscriber of its topic: at once
     /// where there is room and nothing waits before it, else in order
     /// through the backlog.
@@ -497,8 +502,7 @@ impl Transport for Mqtt {
         if first {
             // Wait for the SUBACK, so that "connected" means messages sent
             // from now on arrive (QoS 0 drops what has no subscriber yet).
-            let qos = if is_discovery(queue) { QoS::AtMostOnce } else { self.qos };
-            let filter = rumqttc::SubscribeFilter::new(queue.to_owned(), qos);
+            let filter = rumqttc::SubscribeFilter::new(queue.to_owned(), topic_qos(queue, self.qos));
             let rx = queue_subscribe(&self.client, &self.subacks, &self.closed, vec![filter]).await?;
             tracing::debug!(queue, "waiting for SUBACK");
             match tokio::time::timeout(Duration::from_secs(30), rx).await {
@@ -516,7 +520,7 @@ impl Transport for Mqtt {
         let topic = match target {
             Target::Exchange(t) | Target::Queue(t) => t,
         };
-        let qos = if is_discovery(&topic) { QoS::AtMostOnce } else { self.qos };
+        let qos = topic_qos(&topic, self.qos);
         self.client
             .publish(topic, qos, false, payload.into_bytes())
             .await
