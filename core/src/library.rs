@@ -245,6 +245,66 @@ impl Library {
         found.into_iter().next()
     }
 
+    /// The components whose files are in the component folder (names with
+    /// this library's namespace, as a graph names them).
+    pub fn component_files(&self) -> Vec<String> {
+        let Some(dir) = &self.component_dir else { return Vec::new() };
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter_map(|p| {
+                let stem = p.file_stem()?.to_str()?.to_owned();
+                self.component_file(&stem).filter(|f| *f == p).map(|_| self.qualified(&stem))
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn qualified(&self, short: &str) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{short}"),
+            None => short.to_owned(),
+        }
+    }
+
+    /// A component's source file: its language and text. Only files of the
+    /// component folder are read.
+    pub fn source_of(&self, component: &str) -> Result<(String, String)> {
+        let short = source_name(self.short_name(component))?;
+        let file = self.component_file(short).ok_or_else(|| bad(format!("no source file for component {component:?} in the component folder")))?;
+        let code = std::fs::read_to_string(&file).map_err(|e| bad(format!("cannot read {}: {e}", file.display())))?;
+        let ext = file.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok((language_of(&ext).to_owned(), code))
+    }
+
+    /// Write a component's source into the component folder as
+    /// `NAME.<extension of the language>` (atomically), so that a graph can
+    /// use it at once: component files are looked up when a participant
+    /// starts. The name is one plain word (letters, digits, `_`, `-`): it
+    /// can never leave the folder. Returns the file written.
+    pub fn write_source(&self, component: &str, language: &str, code: &str) -> Result<PathBuf> {
+        let short = source_name(self.short_name(component))?;
+        let ext = extension_of(language)
+            .ok_or_else(|| bad(format!("cannot run components written in {language:?} (python, javascript, coffeescript or yaml)")))?;
+        if !self.handlers.contains_key(&format!(".{ext}")) {
+            return Err(bad(format!("the library has no handler for .{ext} files")));
+        }
+        let dir = self.component_dir.as_ref().ok_or_else(|| bad("no component folder: run with a library file (msgflo.json) beside it".to_owned()))?;
+        std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
+        // Another file of the same name would be found first or instead.
+        if let Some(other) = self.component_file(short).filter(|f| f.extension().and_then(|e| e.to_str()) != Some(ext)) {
+            return Err(bad(format!("component {short:?} exists as {} already", other.display())));
+        }
+        let path = dir.join(format!("{short}.{ext}"));
+        let tmp = dir.join(format!(".{short}.{ext}.{}", std::process::id()));
+        std::fs::write(&tmp, code).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|e| bad(format!("cannot write {}: {e}", path.display())))?;
+        Ok(path)
+    }
+
     /// A Procfile: one `role: command` line per process of the graph
     /// (arguments quoted for a POSIX shell).
     pub fn procfile(&self, graph: &Graph) -> Result<String> {
@@ -265,6 +325,29 @@ impl Library {
         }
         Ok(out)
     }
+}
+
+/// A component name that is safe as a file name in the component folder.
+fn source_name(name: &str) -> Result<&str> {
+    let short = name.rsplit('/').next().unwrap_or(name);
+    let ok = !short.is_empty() && short.len() <= 100 && short.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') && name.matches('/').count() <= 1;
+    if ok && !name.contains("..") {
+        Ok(short)
+    } else {
+        Err(bad(format!("component name {name:?} is not a plain name (letters, digits, _ and - only)")))
+    }
+}
+
+/// File extensions of the languages component sources can be written in.
+const LANGUAGES: [(&str, &str); 5] = [("python", "py"), ("javascript", "js"), ("coffeescript", "coffee"), ("yaml", "yml"), ("yaml", "yaml")];
+
+fn extension_of(language: &str) -> Option<&'static str> {
+    let l = language.to_ascii_lowercase();
+    LANGUAGES.iter().find(|(lang, ext)| *lang == l || *ext == l).map(|(_, ext)| *ext)
+}
+
+fn language_of(ext: &str) -> &'static str {
+    LANGUAGES.iter().find(|(_, e)| *e == ext).map(|(l, _)| *l).unwrap_or("executable")
 }
 
 fn shell_quote(arg: &str) -> String {
@@ -313,6 +396,33 @@ mod tests {
         assert_eq!(lib.command("Other", "r", &iips).unwrap(), ["run", "Other", "Other"]);
         let e = lib.command("Nope", "r", &iips).unwrap_err();
         assert!(e.to_string().contains("unknown component \"Nope\""), "{e}");
+    }
+
+    #[test]
+    fn sources_are_written_and_read_inside_the_component_folder_only() {
+        let dir = std::env::temp_dir().join(format!("msgflo-lib-{}", uuid::Uuid::new_v4().simple()));
+        let mut lib = Library::from_json(r#"{"namespace": "ns"}"#).unwrap();
+        lib.component_dir = Some(dir.join("components"));
+        let path = lib.write_source("ns/Shout", "python", "print('hi')\n").unwrap();
+        assert_eq!(path, dir.join("components/Shout.py"));
+        assert_eq!(lib.source_of("ns/Shout").unwrap(), ("python".to_owned(), "print('hi')\n".to_owned()));
+        assert_eq!(lib.component_files(), vec!["ns/Shout".to_owned()]);
+        // Usable at once: the command finds the file.
+        let cmd = lib.command("ns/Shout", "s", &serde_json::json!({})).unwrap();
+        assert!(cmd.iter().any(|a| a.ends_with("components/Shout.py")), "{cmd:?}");
+        // Rewritten in place; another language for the same name is refused.
+        lib.write_source("Shout", "py", "print('again')\n").unwrap();
+        assert!(lib.write_source("Shout", "javascript", "x").unwrap_err().to_string().contains("exists as"));
+        for evil in ["../evil", "a/../../b", "/etc/passwd", "x/y/z", "", ".hidden", "a b", "ns/..", "a\\b"] {
+            let e = lib.write_source(evil, "python", "x").unwrap_err().to_string();
+            assert!(e.contains("not a plain name"), "{evil:?}: {e}");
+            assert!(lib.source_of(evil).is_err());
+        }
+        assert!(lib.write_source("Ok", "cobol", "x").unwrap_err().to_string().contains("cannot run components written in"));
+        assert!(!dir.join("evil.py").exists() && !dir.join("components/evil.py").exists());
+        lib.component_dir = None;
+        assert!(lib.write_source("Shout", "python", "x").unwrap_err().to_string().contains("no component folder"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

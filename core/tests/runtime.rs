@@ -38,6 +38,7 @@ fn project(graph: &str, file: &str) -> PathBuf {
         "Repeat": format!("{} #ROLE", ex.join("repeat").display()),
         "Drop": format!("{} #ROLE", ex.join("drop").display()),
         "PyRepeat": format!("{} {} #ROLE", py.display(), shim.display()),
+        "Formatter": format!("{} {} #ROLE", py.display(), repo().join("examples/temperature/formatter.py").display()),
     }});
     std::fs::write(dir.join("msgflo.json"), lib.to_string()).unwrap();
     dir
@@ -210,9 +211,11 @@ fn edge(s: &str, sp: &str, t: &str, tp: &str) -> Value {
     json!({"src": {"node": s, "port": sp}, "tgt": {"node": t, "port": tp}})
 }
 
-/// The seed's scenario: a running producer -> consumer pipeline; a Python
-/// adapter is inserted between them while everything runs, and a value
-/// given live goes through it. Nothing is restarted.
+/// The seed's scenario: a running sensor -> display pipeline (two Rust
+/// participants); the example's Python formatter is inserted between them
+/// while everything runs, a value given live goes through it and arrives
+/// formatted at the display, and the formatter's parameter is changed on
+/// the fly. Nothing is restarted.
 async fn insert_an_adapter(broker: Option<&str>) {
     let (a, b, fmt) = (unique("src"), unique("dst"), unique("fmt"));
     let graph = format!("{a}(Repeat) OUT -> IN {b}(Repeat)\n");
@@ -227,30 +230,46 @@ async fn insert_an_adapter(broker: Option<&str>) {
     let main = rt["payload"]["graph"].as_str().unwrap().to_owned();
     assert_eq!(main, "graph");
     run.wait_line(&format!("wired {a}")).await;
-    let pid_a = pid_of(&a);
-    // Watch the edge the adapter's output will take.
-    c.ask("graph", "addnode", json!({"id": fmt, "component": "PyRepeat", "graph": main})).await;
+    let (pid_a, pid_b) = (pid_of(&a), pid_of(&b));
+    // What the display receives comes out of its OUT (Repeat): exported,
+    // so every value it got arrives here as runtime:packet.
+    c.ask("graph", "addoutport", json!({"public": "shown", "node": b, "port": "out", "graph": main})).await;
+    c.ask("graph", "addnode", json!({"id": fmt, "component": "Formatter", "graph": main})).await;
     c.ask("graph", "removeedge", json!({"src": {"node": a, "port": "out"}, "tgt": {"node": b, "port": "in"}, "graph": main})).await;
     let e1 = edge(&a, "out", &fmt, "in");
     let e2 = edge(&fmt, "out", &b, "in");
-    let mut p = e1.clone();
-    p["graph"] = json!(main);
-    c.ask("graph", "addedge", p).await;
-    let mut p = e2.clone();
-    p["graph"] = json!(main);
-    c.ask("graph", "addedge", p).await;
+    for e in [&e1, &e2] {
+        let mut p = e.clone();
+        p["graph"] = json!(main);
+        c.ask("graph", "addedge", p).await;
+    }
     c.ask("network", "edges", json!({"graph": main, "edges": [e2]})).await;
-    // A value given live, into the producer.
-    c.ask("graph", "addinitial", json!({"src": {"data": {"reading": 21.5}}, "tgt": {"node": a, "port": "in"}, "graph": main})).await;
+    // A value given live, into the producer: formatted on the watched edge,
+    // and at the display.
+    let reading = |celsius: f64| json!({"src": {"data": {"celsius": celsius}}, "tgt": {"node": a, "port": "in"}, "graph": main});
+    c.ask("graph", "addinitial", reading(21.5)).await;
     let d = c.expect_where("network", "data", |v| v["payload"]["src"]["node"] == fmt.as_str()).await;
-    assert_eq!(d["payload"]["data"], json!({"reading": 21.5}));
+    assert_eq!(d["payload"]["data"], json!("Temperature: 21.5 C"));
     assert_eq!(d["payload"]["id"], format!("{fmt}() OUT -> IN {b}()"));
-    assert_eq!(pid_of(&a), pid_a, "the producer was not restarted");
+    let shown = |text: &'static str| move |v: &Value| v["payload"]["port"] == "shown" && v["payload"]["payload"] == text;
+    c.expect_where("runtime", "packet", shown("Temperature: 21.5 C")).await;
+    // A parameter changed on the fly: the formatter's unit.
+    c.ask("graph", "addinitial", json!({"src": {"data": "F"}, "tgt": {"node": fmt, "port": "unit"}, "graph": main})).await;
+    c.ask("graph", "addinitial", reading(100.0)).await;
+    c.expect_where("runtime", "packet", shown("Temperature: 212.0 F")).await;
+    // Back to C, and the first reading again: a value given before is sent
+    // again (the IIP journal must not take it as sent).
+    c.ask("graph", "addinitial", json!({"src": {"data": "C"}, "tgt": {"node": fmt, "port": "unit"}, "graph": main})).await;
+    c.ask("graph", "addinitial", reading(21.5)).await;
+    let again = c.try_expect(T, |v| v["command"] == "packet" && v["payload"]["payload"] == "Temperature: 21.5 C").await;
+    assert!(again.is_some(), "the repeated value arrived; saw:\n{}", c.seen.iter().map(Value::to_string).collect::<Vec<_>>().join("\n"));
+    assert_eq!((pid_of(&a), pid_of(&b)), (pid_a, pid_b), "producer and display were not restarted");
     c.close().await;
     run.stop().await;
     if broker.is_some_and(|u| u.starts_with("amqp")) {
         let raw = Raw::connect().await;
-        let qs: Vec<String> = [&a, &b, &fmt].iter().flat_map(|r| [format!("{r}.IN"), format!("{r}.OUT")]).collect();
+        let mut qs: Vec<String> = [&a, &b, &fmt].iter().flat_map(|r| [format!("{r}.IN"), format!("{r}.OUT")]).collect();
+        qs.extend([format!("{fmt}.UNIT"), format!("{fmt}.ERROR")]);
         let refs: Vec<&str> = qs.iter().map(String::as_str).collect();
         raw.cleanup(&refs, &refs).await;
     }
@@ -258,16 +277,20 @@ async fn insert_an_adapter(broker: Option<&str>) {
 
 /// The pid of the participant process running `role`.
 fn pid_of(role: &str) -> u32 {
+    find_pid(role).unwrap_or_else(|| panic!("no process for role {role}"))
+}
+
+fn find_pid(role: &str) -> Option<u32> {
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
             if cmd.ends_with(&format!(" {role} ")) && !cmd.contains("msgflo run") {
-                return pid;
+                return Some(pid);
             }
         }
     }
-    panic!("no process for role {role}");
+    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,6 +391,12 @@ async fn a_secret_is_required_and_never_shown() {
     let r = c.ask("runtime", "getruntime", json!({})).await;
     assert!(r["payload"]["capabilities"].as_array().unwrap().contains(&json!("protocol:graph")));
     c.ask("graph", "clear", json!({"id": "x"})).await;
+    // The secret at the top level of the frame (as fbp-test sends it).
+    c.secret = None;
+    c.send_raw(&json!({"protocol": "graph", "command": "clear", "payload": {"id": "y"}, "secret": secret}).to_string()).await;
+    c.expect("graph", "clear").await;
+    c.send_raw(&json!({"protocol": "graph", "command": "clear", "payload": {"id": "z"}, "secret": "wrong"}).to_string()).await;
+    c.expect("graph", "error").await;
     for f in &c.seen {
         assert!(!f.to_string().contains(secret), "a frame showed the secret: {f}");
     }
@@ -421,11 +450,35 @@ async fn garbage_never_closes_the_connection() {
     c.send_raw(r#"{"protocol":"graph","command":"fly","payload":{},"requestId":"q1"}"#).await;
     let e = c.expect("graph", "error").await;
     assert_eq!(e["responseTo"], "q1");
-    c.send_raw(&format!(r#"{{"protocol":"graph","command":"clear","payload":{{"id":"{}"}}}}"#, "x".repeat(1_100_000))).await;
-    c.expect("runtime", "error").await;
-    let r = c.ask("runtime", "getruntime", json!({})).await;
-    assert_eq!(r["payload"]["type"], "msgflo");
+    // Over-large frames: an error, and the connection goes on (up to 16
+    // MiB; beyond, the socket cannot skip the frame: an error, then closed).
+    for size in [1_100_000, 4_000_000, 12_000_000] {
+        c.send_raw(&format!(r#"{{"protocol":"graph","command":"clear","payload":{{"id":"{}"}}}}"#, "x".repeat(size))).await;
+        let e = c.expect("runtime", "error").await;
+        assert!(e["payload"]["message"].as_str().unwrap().contains("refused"), "{e}");
+        let r = c.ask("runtime", "getruntime", json!({})).await;
+        assert_eq!(r["payload"]["type"], "msgflo");
+    }
     c.close().await;
+    // A client that sends a frame over the limit (tungstenite's own client
+    // would refuse to send it: its limits are lifted here).
+    let mut req = run.address.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "noflo".parse().unwrap());
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().max_frame_size(None).max_message_size(None);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false).await.unwrap();
+    let mut big = Client { ws, seen: Vec::new(), secret: None };
+    // The server stops reading at the frame's header, says why (best
+    // effort: the client may still be writing when the socket closes) and
+    // closes this connection only; the runtime goes on.
+    let _ = big.ws.send(Message::Text("x".repeat(20_000_000).into())).await;
+    let said = big.try_expect(T, |v| v["command"] == "error").await;
+    if let Some(e) = said {
+        assert!(e["payload"]["message"].as_str().unwrap().contains("connection closed"), "{e}");
+    }
+    assert!(big.try_expect(Duration::from_secs(2), |_| true).await.is_none(), "the connection is closed");
+    let mut again = Client::connect(&run.address).await;
+    assert_eq!(again.ask("runtime", "getruntime", json!({})).await["payload"]["type"], "msgflo");
+    again.close().await;
     run.stop().await;
 }
 
@@ -452,7 +505,7 @@ async fn many_clients_see_each_others_edits() {
     let dir = project("", "graph.fbp");
     let run = Run::start(&dir, None, &[]).await;
     let mut clients = Vec::new();
-    for _ in 0..30 {
+    for _ in 0..50 {
         let mut c = Client::connect(&run.address).await;
         c.ask("runtime", "getruntime", json!({})).await;
         clients.push(c);
@@ -520,5 +573,112 @@ async fn the_live_view_is_served() {
         assert!(r.starts_with("HTTP/1.1 200"), "{f}: {r}");
     }
     assert!(http_get(&run.address, "/view/../Cargo.toml").await.starts_with("HTTP/1.1 404"));
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_clear_stops_what_the_graph_started() {
+    let dir = project("", "graph.fbp");
+    let run = Run::start(&dir, None, &[]).await;
+    let mut c = Client::connect(&run.address).await;
+    let role = unique("other");
+    c.ask("graph", "clear", json!({"id": "other", "name": "other"})).await;
+    c.ask("graph", "addnode", json!({"id": role, "component": "Repeat", "graph": "other"})).await;
+    c.ask("network", "start", json!({"graph": "other"})).await;
+    let pid = eventually("the node's participant runs", T, || async { find_pid(&role) }).await;
+    // Its exported ports are told to everybody.
+    c.ask("graph", "addinport", json!({"public": "in", "node": role, "port": "in", "graph": "other"})).await;
+    let ports = c.expect("runtime", "ports").await;
+    assert_eq!(ports["payload"]["inPorts"][0]["id"], "in");
+    c.ask("graph", "clear", json!({"id": "other"})).await;
+    eventually("the participant is stopped", T, || async { find_pid(&role).is_none().then_some(()) }).await;
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || find_pid(&role).is_none());
+    c.close().await;
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_id_is_stable_and_stdout_says_up_first() {
+    let dir = project("", "graph.fbp");
+    let other = project("", "graph.fbp");
+    let mut ids = Vec::new();
+    for d in [&dir, &dir, &other] {
+        // stdout and stderr in one pipe, in the order written: the first
+        // line must be the runtime's address (tools take it as "up").
+        let mut child = tokio::process::Command::new("sh")
+            .current_dir(d)
+            .arg("-c")
+            .arg(format!("exec {} run --library msgflo.json --port 0 2>&1", env!("CARGO_BIN_EXE_msgflo")))
+            .env_remove("MSGFLO_BROKER")
+            .env_remove("CLOUDAMQP_URL")
+            .env_remove("MSGFLO_RUNTIME_SECRET")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(T, lines.next_line()).await.unwrap().unwrap().unwrap();
+        assert!(first.starts_with("runtime: ws://127.0.0.1:"), "first line: {first:?}");
+        let mut c = Client::connect(first.trim_start_matches("runtime: ")).await;
+        let r = c.ask("runtime", "getruntime", json!({})).await;
+        let id = r["payload"]["id"].as_str().unwrap().to_owned();
+        assert!(uuid::Uuid::parse_str(&id).is_ok_and(|u| u.get_version_num() == 4), "{id}");
+        ids.push(id);
+        c.close().await;
+        unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+        assert!(tokio::time::timeout(T, child.wait()).await.unwrap().unwrap().success());
+    }
+    assert_eq!(ids[0], ids[1], "same folder, same id across restarts");
+    assert_ne!(ids[0], ids[2], "another folder, another id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_written_over_the_protocol_runs_at_once() {
+    let dir = project("", "graph.fbp");
+    let run = Run::start(&dir, None, &[]).await;
+    let mut c = Client::connect(&run.address).await;
+    let main = dir.file_name().unwrap().to_string_lossy().into_owned();
+    // A YAML component: a participant announced by `msgflo register`.
+    let code = "component: legacy/Mailer\nlabel: Sends mail\ninports:\n  send:\n    queue: '#ROLE.mail.send'\n    type: object\noutports:\n  sent:\n    queue: '#ROLE.mail.sent'\n";
+    c.send("component", "source", json!({"name": "Mailer", "language": "yaml", "code": code})).await;
+    let comp = c.expect("component", "component").await;
+    assert_eq!(comp["payload"]["name"], "Mailer");
+    assert_eq!(std::fs::read_to_string(dir.join("components/Mailer.yml")).unwrap(), code);
+    let src = c.ask("component", "getsource", json!({"name": "Mailer"})).await;
+    assert_eq!(src["payload"]["code"], code);
+    assert_eq!(src["payload"]["language"], "yaml");
+    // Usable at once: a node of it starts, announces itself, and the
+    // component list shows it under its library name with its ports.
+    let role = unique("mailer");
+    c.ask("graph", "addnode", json!({"id": role, "component": "Mailer", "graph": main})).await;
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < T, "Mailer never showed its ports; saw:\n{}", c.seen.iter().map(Value::to_string).collect::<Vec<_>>().join("\n"));
+        c.send("component", "list", json!({})).await;
+        let mut listed = None;
+        loop {
+            let f = c.try_expect(T, |v| v["protocol"] == "component").await.expect("component frames");
+            if f["command"] == "componentsready" {
+                break;
+            }
+            if f["payload"]["name"] == "Mailer" {
+                listed = Some(f);
+            }
+        }
+        let l = listed.expect("Mailer is listed");
+        if l["payload"]["inPorts"][0]["id"] == "send" {
+            assert_eq!(l["payload"]["outPorts"][0]["id"], "sent");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Names that would leave the folder are refused, nothing is written.
+    for evil in ["../Evil", "/tmp/Evil", "a/b/Evil", "..", "Evil.py"] {
+        c.send("component", "source", json!({"name": evil, "language": "python", "code": "x"})).await;
+        let e = c.expect("component", "error").await;
+        assert!(e["payload"]["message"].as_str().unwrap().contains("not a plain name"), "{evil}: {e}");
+    }
+    assert!(!dir.parent().unwrap().join("Evil.py").exists());
+    c.close().await;
     run.stop().await;
 }

@@ -324,7 +324,10 @@ test('watch formatter -> display by keyboard: Temperature messages scroll in', {
   await page.waitForSelector(`g.edge.watched[data-key="${target}"]`, { timeout: 10000 });
   await page.waitForSelector('#messages li.message:has-text("Temperature:")', { timeout: 30000 });
   // Its rate is shown on the edge (the sensor sends one reading a second).
-  await page.waitForFunction((k) => /\d\/s$/.test(document.querySelector(`g.edge[data-key="${k}"] .edge-label`)?.textContent ?? ''), target, { timeout: 15000 });
+  await page.waitForFunction((k) => {
+    const m = /([\d.]+)\/s$/.exec(document.querySelector(`g.edge[data-key="${k}"] .edge-label`)?.textContent ?? '');
+    return m && parseFloat(m[1]) > 0;
+  }, target, { timeout: 15000 });
   // Only the watched edge's messages are listed.
   const others = await page.$$eval('#messages li.message', (ls, k) => ls.filter((l) => l.dataset.edge && l.dataset.edge !== k).length, target);
   assert.equal(others, 0);

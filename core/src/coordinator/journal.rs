@@ -4,12 +4,14 @@
 //! that is killed and started again (or replaced) finds the participants
 //! still running: sending their IIPs again would configure them twice. The
 //! journal is a small JSON file per graph (under
-//! [`crate::transport::state_dir`]) with one entry per IIP sent: target
-//! role and port, the payload, and the ids of the role's live participants
-//! at that moment. An IIP whose target role still has one of those
-//! participants alive is taken as sent; a participant that was restarted has
-//! a new id and gets it again. A missing or unreadable journal only means
-//! IIPs are sent again (logged), never an error.
+//! [`crate::transport::state_dir`]) with one entry per target port: the last
+//! value sent to it, and the ids of the role's live participants at that
+//! moment. An IIP of the starting graph whose port's last value is the same
+//! and whose role still has one of those participants alive is taken as
+//! sent; a participant that was restarted has a new id and gets it again.
+//! Values set live (over the FBP protocol) are always sent; the journal only
+//! remembers them as the port's last value. A missing or unreadable journal
+//! only means IIPs are sent again (logged), never an error.
 
 use std::path::PathBuf;
 
@@ -44,18 +46,20 @@ impl Journal {
         Journal { path, entries }
     }
 
-    /// The participant among `alive` that got this IIP already, if any.
+    /// The participant among `alive` that got this value as the port's last
+    /// one, if any.
     pub fn sent_to<'a>(&self, role: &str, port: &str, payload: &[u8], alive: &[&'a str]) -> Option<&'a str> {
         let payload = String::from_utf8_lossy(payload);
         let e = self.entries.iter().find(|e| e.role == role && e.port == port && e.payload == payload)?;
         alive.iter().copied().find(|id| e.participants.iter().any(|p| p == id))
     }
 
-    /// Note that the IIP went to the queue while `participants` were alive,
-    /// and write the file (atomically: a temp file renamed over it).
+    /// Note that the value went to the port's queue while `participants`
+    /// were alive (it replaces the port's earlier value), and write the file
+    /// (atomically: a temp file renamed over it).
     pub fn record(&mut self, role: &str, port: &str, payload: &[u8], participants: Vec<String>) {
         let payload = String::from_utf8_lossy(payload).into_owned();
-        self.entries.retain(|e| !(e.role == role && e.port == port && e.payload == payload));
+        self.entries.retain(|e| !(e.role == role && e.port == port));
         self.entries.push(Entry { role: role.into(), port: port.into(), payload, participants });
         if let Err(e) = self.save() {
             warn!(path = %self.path.display(), error = %e, "cannot write the IIP journal; a restarted coordinator sends these IIPs again");
@@ -107,6 +111,21 @@ mod tests {
         assert_eq!(j.entries.len(), 1);
         assert_eq!(j.sent_to("a", "in", b"1", &["a-1"]), None);
         assert_eq!(j.sent_to("a", "in", b"1", &["a-5"]), Some("a-5"));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn only_the_last_value_of_a_port_counts() {
+        // 1, then 2, then 1 again on a live participant: after the 2, the 1
+        // is not the port's value any more.
+        let path = temp();
+        let mut j = Journal::open(path.clone());
+        j.record("a", "in", b"1", vec!["a-1".into()]);
+        j.record("a", "in", b"2", vec!["a-1".into()]);
+        assert_eq!(j.sent_to("a", "in", b"1", &["a-1"]), None);
+        assert_eq!(j.sent_to("a", "in", b"2", &["a-1"]), Some("a-1"));
+        j.record("a", "other", b"1", vec!["a-1".into()]);
+        assert_eq!(j.entries.len(), 2);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 

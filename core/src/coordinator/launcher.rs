@@ -52,6 +52,15 @@ impl Launcher {
             .collect();
         let mut argv = self.library.command(&process.component, role, &serde_json::Value::Object(iips))?;
         if let Some(first) = argv.first_mut() {
+            // `msgflo register ...` (YAML components) runs this very program
+            // when it is the msgflo command, whatever PATH says.
+            if first == "msgflo" {
+                if let Ok(exe) = std::env::current_exe() {
+                    if exe.file_name().is_some_and(|n| n == "msgflo") {
+                        *first = exe.display().to_string();
+                    }
+                }
+            }
             let local = self.dir.join(&*first);
             if first.contains('/') && !Path::new(first).is_absolute() && local.exists() {
                 *first = local.display().to_string();

@@ -164,6 +164,9 @@ pub enum Event {
     Data { role: String, port: String, payload: Payload },
     /// The coordinator sent an IIP or a delivered value into `role.port`.
     Sent { role: String, port: String, payload: Payload },
+    /// A participant process the coordinator started ended (`how`: exit
+    /// code or signal); the supervisor restarts it.
+    Exited { role: String, participant: String, how: String },
 }
 
 /// How long a value given with [`Coordinator::deliver`] waits for its
@@ -211,7 +214,14 @@ impl Coordinator {
             journal: options.iip_journal.map(journal::Journal::open),
             transport,
             registry: Registry::new(options.expiry),
-            iips: options.graph.connections.iter().filter(|c| c.src.is_none() && options.send_iips).cloned().map(|c| (c, None)).collect(),
+            iips: options
+                .graph
+                .connections
+                .iter()
+                .filter(|c| c.src.is_none() && options.send_iips)
+                .cloned()
+                .map(|c| Iip { conn: c, sent: None, at_start: true })
+                .collect(),
             graph: options.graph,
             applied: BTreeSet::new(),
             wire: options.wire,
@@ -341,12 +351,21 @@ impl Drop for Coordinator {
     }
 }
 
+/// An IIP of the graph and whether it went out.
+struct Iip {
+    conn: Connection,
+    sent: Option<Instant>,
+    /// Part of the graph the coordinator started with (the IIP journal
+    /// applies), not set live.
+    at_start: bool,
+}
+
 struct State {
     transport: Arc<dyn Transport>,
     registry: Registry,
     graph: Graph,
     /// IIPs and whether (when) they were sent.
-    iips: Vec<(Connection, Option<Instant>)>,
+    iips: Vec<Iip>,
     applied: BTreeSet<Wire>,
     wire: bool,
     reported_wires: Vec<WireStatus>,
@@ -409,10 +428,15 @@ impl State {
                 }
                 c = commands.recv() => match c {
                     Some(Command::SetGraph(g)) => {
-                        let keep: Vec<_> = self.iips.drain(..).collect();
+                        // An IIP still in the graph keeps its state (each
+                        // old one matched once: the same value added twice
+                        // is sent twice); a new one is sent.
+                        let mut keep: Vec<Option<Iip>> = self.iips.drain(..).map(Some).collect();
                         self.iips = g.connections.iter().filter(|c| c.src.is_none()).cloned().map(|c| {
-                            let sent = keep.iter().find(|(k, _)| k == &c).and_then(|(_, s)| *s);
-                            (c, sent)
+                            keep.iter_mut()
+                                .find(|k| k.as_ref().is_some_and(|k| k.conn == c))
+                                .and_then(Option::take)
+                                .unwrap_or(Iip { conn: c, sent: None, at_start: false })
                         }).collect();
                         self.graph = *g;
                         self.reconcile_processes().await;
@@ -451,6 +475,7 @@ impl State {
                         None => std::future::pending().await,
                     }
                 } => {
+                    let _ = self.events.send(Event::Exited { role: e.role.clone(), participant: e.participant.clone(), how: e.how.clone() });
                     let single = self.scale.get(&e.role).copied().unwrap_or(1) == 1;
                     if self.registry.mark_gone(&e.role, &e.participant, single) {
                         info!(role = %e.role, "participant {} ({}) is gone: its process ended ({})", e.role, e.participant, e.how);
@@ -778,7 +803,7 @@ impl State {
             return;
         }
         let mut sent_now = Vec::new();
-        for (i, (c, sent)) in self.iips.iter().enumerate() {
+        for (i, Iip { conn: c, sent, at_start }) in self.iips.iter().enumerate() {
             if sent.is_some() {
                 continue;
             }
@@ -799,7 +824,9 @@ impl State {
                 .role(role)
                 .map(|r| r.instances.iter().filter(|(_, i)| i.alive).map(|(id, _)| id.as_str()).collect())
                 .unwrap_or_default();
-            if let Some(id) = self.journal.as_ref().and_then(|j| j.sent_to(role, &c.tgt.port, payload.as_bytes(), &alive)) {
+            // Only the starting graph's IIPs may have been sent by an earlier
+            // coordinator; a value set live is always sent.
+            if let Some(id) = self.journal.as_ref().filter(|_| *at_start).and_then(|j| j.sent_to(role, &c.tgt.port, payload.as_bytes(), &alive)) {
                 info!("IIP to {role}.{} not sent again: participant {id} got it from an earlier coordinator", c.tgt.port);
                 sent_now.push(i);
                 continue;
@@ -818,7 +845,7 @@ impl State {
             }
         }
         for i in sent_now {
-            self.iips[i].1 = Some(Instant::now());
+            self.iips[i].sent = Some(Instant::now());
             self.iips_sent += 1;
         }
     }
@@ -847,8 +874,8 @@ impl State {
         let iips_pending: Vec<(String, String)> = self
             .iips
             .iter()
-            .filter(|(_, s)| s.is_none())
-            .map(|(c, _)| {
+            .filter(|i| i.sent.is_none())
+            .map(|Iip { conn: c, .. }| {
                 let why = wiring::iip_ready(&self.graph, &self.resolution, &self.registry, &c.tgt.process, |w| self.applied.contains(w))
                     .err()
                     .unwrap_or_else(|| "no such inport".into());

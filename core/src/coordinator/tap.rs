@@ -6,7 +6,10 @@
 //! never touching the participants' own queues (a watched edge loses
 //! nothing and delivers nothing twice). On MQTT a tap is a second
 //! subscription to the outport's topic. Taps are made when the outport's
-//! queue is known (from discovery) and kept while wanted.
+//! queue is known (from discovery). An AMQP tap nobody watches any more is
+//! unbound from the outport (the broker stops copying; it is bound again
+//! when watched again); an MQTT tap stays subscribed (the transport has no
+//! unsubscribe yet) and its copies are dropped here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -21,8 +24,8 @@ use crate::Delivery;
 pub(super) struct Taps {
     /// Outports `(role, port)` someone watches.
     wanted: BTreeSet<(String, String)>,
-    /// Made taps: `(role, port)` -> (outport queue, tap queue).
-    made: BTreeMap<(String, String), (String, String)>,
+    /// Made taps: `(role, port)` -> (outport queue, tap queue, bound now).
+    made: BTreeMap<(String, String), (String, String, bool)>,
     /// Tap queue (the deliveries' inport) -> `(role, port)`.
     by_queue: BTreeMap<String, (String, String)>,
     sink: mpsc::Sender<Delivery>,
@@ -50,16 +53,32 @@ impl Taps {
         self.wanted.contains(key).then(|| key.clone())
     }
 
-    /// Make the taps that are wanted and possible now. A tap is kept when
-    /// nobody watches any more (cheap: copies are dropped) and remade when
-    /// the participant announces another queue.
+    /// Make the taps that are wanted and possible now, unbind the AMQP
+    /// taps nobody wants, bind again those wanted again. A tap is remade
+    /// when the participant announces another queue.
     pub(super) async fn reconcile(&mut self, transport: &dyn Transport, registry: &Registry) {
         let mqtt = self.mqtt;
+        if !mqtt {
+            for (key, (queue, tap, bound)) in self.made.iter_mut() {
+                let wanted = self.wanted.contains(key);
+                if wanted == *bound {
+                    continue;
+                }
+                let done = if wanted { transport.bind(queue, tap).await } else { transport.unbind(queue, tap).await };
+                match done {
+                    Ok(()) => {
+                        debug!("{} {}.{} ({queue})", if wanted { "tapping again" } else { "no longer tapping" }, key.0, key.1);
+                        *bound = wanted;
+                    }
+                    Err(e) => warn!("cannot {} the tap of {}.{} ({queue}): {e}", if wanted { "bind" } else { "unbind" }, key.0, key.1),
+                }
+            }
+        }
         for key in self.wanted.clone() {
             let Some(queue) = registry.role(&key.0).and_then(|r| r.queue(&key.1, false).ok().flatten()).map(str::to_owned) else {
                 continue;
             };
-            if self.made.get(&key).is_some_and(|(q, _)| *q == queue) {
+            if self.made.get(&key).is_some_and(|(q, _, _)| *q == queue) {
                 continue;
             }
             let tap = if mqtt { queue.clone() } else { format!("{}.{queue}", self.prefix) };
@@ -67,7 +86,7 @@ impl Taps {
                 Ok(()) => {
                     debug!("tapping {}.{} ({queue})", key.0, key.1);
                     self.by_queue.insert(tap.clone(), key.clone());
-                    self.made.insert(key, (queue, tap));
+                    self.made.insert(key, (queue, tap, true));
                 }
                 Err(e) => {
                     if self.said.insert(queue.clone()) {
@@ -83,7 +102,7 @@ impl Taps {
         if self.mqtt {
             return;
         }
-        for (_, tap) in std::mem::take(&mut self.made).into_values() {
+        for (_, tap, _) in std::mem::take(&mut self.made).into_values() {
             let _ = transport.delete(&tap).await;
         }
     }

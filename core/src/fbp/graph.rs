@@ -323,14 +323,25 @@ pub(super) fn handle(rt: &mut Runtime, command: &str, payload: Value, out: &mut 
             return Ok(());
         }
     }
-    out.others = out.reply.clone();
-    out.changed = changed.clone();
-    // A started graph changes what runs at once.
+    // Exported ports changed: every client hears the graph's new ports.
+    if command.ends_with("inport") || command.ends_with("outport") {
+        if let Some(id) = &changed {
+            if let Some(g) = rt.graphs.get(id) {
+                out.reply.push(super::runtime::ports_frame(id, g));
+            }
+        }
+    }
+    // A started graph changes what runs at once. The edit stays in the
+    // graph either way; when it cannot run, everybody is told why.
     if changed.as_ref().and_then(|id| rt.graphs.get(id)).is_some_and(|g| g.started.is_some()) {
         if let Err(e) = rt.apply() {
             tracing::warn!("graph change not applied: {e}");
+            let id = changed.clone().unwrap_or_default();
+            out.reply.push(super::frame("network", "error", json!({"message": format!("graph {id:?} changed, but cannot run so: {e}"), "graph": id})));
         }
     }
+    out.others = out.reply.clone();
+    out.changed = changed.clone();
     Ok(())
 }
 

@@ -32,29 +32,44 @@ impl Host for CoordinatorHost {
         let _ = self.coordinator.tap(outports);
     }
 
-    fn components(&self) -> Vec<ComponentInfo> {
+    fn components(&self, running: &Graph) -> Vec<ComponentInfo> {
         let snap = self.coordinator.snapshot();
         let mut out: BTreeMap<String, ComponentInfo> = BTreeMap::new();
-        // Discovered participants say what their ports are.
-        for p in &snap.participants {
-            if p.component.is_empty() {
-                continue;
-            }
-            let ports = |ps: &[crate::coordinator::registry::PortStatus]| ps.iter().map(|p| (p.id.clone(), p.type_.clone().unwrap_or_default())).collect();
-            out.entry(p.component.clone()).or_insert_with(|| ComponentInfo {
-                name: p.component.clone(),
-                description: p.label.clone().unwrap_or_else(|| format!("seen on the broker as {}", p.role)),
-                icon: p.icon.clone(),
-                inports: ports(&p.inports),
-                outports: ports(&p.outports),
-            });
+        let ports = |ps: &[crate::coordinator::registry::PortStatus]| ps.iter().map(|p| (p.id.clone(), p.type_.clone().unwrap_or_default())).collect();
+        // The library's components under their library names (a graph's
+        // node names them so, whatever its participant announces), with
+        // the ports of a participant that runs one.
+        let mut names: Vec<String> = self.library.components.keys().cloned().collect();
+        names.extend(self.library.component_files());
+        for name in names {
+            out.entry(name.clone()).or_insert_with(|| ComponentInfo { name, description: "from the component library (ports known once it runs)".into(), ..Default::default() });
         }
-        // Library components nobody runs yet: their ports are known once a
-        // participant of theirs announces itself.
-        for name in self.library.components.keys() {
-            out.entry(name.clone()).or_insert_with(|| ComponentInfo { name: name.clone(), description: "from the component library (not running yet)".into(), ..Default::default() });
+        for p in &snap.participants {
+            let as_node = running.processes.get(&p.role).map(|n| n.component.as_str()).filter(|c| out.contains_key(*c));
+            let name = match as_node {
+                Some(c) => c.to_owned(),
+                None if p.component.is_empty() => continue,
+                None => p.component.clone(),
+            };
+            let c = out.entry(name.clone()).or_insert_with(|| ComponentInfo { name, ..Default::default() });
+            if c.inports.is_empty() && c.outports.is_empty() {
+                c.description = p.label.clone().unwrap_or_else(|| format!("seen on the broker as {}", p.role));
+                c.icon = p.icon.clone();
+                c.inports = ports(&p.inports);
+                c.outports = ports(&p.outports);
+            }
         }
         out.into_values().collect()
+    }
+
+    fn component_source(&self, name: &str) -> Result<(String, String), String> {
+        self.library.source_of(name).map_err(|e| e.to_string())
+    }
+
+    fn write_component(&self, name: &str, language: &str, code: &str) -> Result<(), String> {
+        let path = self.library.write_source(name, language, code).map_err(|e| e.to_string())?;
+        tracing::info!("component {name} written to {} (over the runtime protocol)", path.display());
+        Ok(())
     }
 
     fn snapshot(&self) -> Snapshot {

@@ -74,9 +74,18 @@ pub trait Host: Send + Sync {
     fn deliver(&self, role: &str, port: &str, payload: Payload) -> Result<(), String>;
     /// Watch these outports `(role, port)` (the set replaces the last one).
     fn tap(&self, outports: BTreeSet<(String, String)>);
-    /// The components that can be used: the library's and the ones
-    /// discovered on the broker.
-    fn components(&self) -> Vec<ComponentInfo>;
+    /// The components that can be used: the library's (under their library
+    /// names, with the ports of a participant of theirs in `running`) and
+    /// the ones only discovered on the broker.
+    fn components(&self, running: &Graph) -> Vec<ComponentInfo>;
+    /// A component's source from the library folder: (language, code).
+    fn component_source(&self, _name: &str) -> Result<(String, String), String> {
+        Err("this runtime has no component folder".into())
+    }
+    /// Write a component's source into the library folder, usable at once.
+    fn write_component(&self, _name: &str, _language: &str, _code: &str) -> Result<(), String> {
+        Err("this runtime has no component folder".into())
+    }
     /// Whether any of these roles has messages waiting (for `running`).
     fn busy(&self, roles: &[String]) -> bool;
     /// The coordinator's picture (for `msgflo:status`).
@@ -102,6 +111,8 @@ pub struct Settings {
     pub ide: String,
     /// The broker, password hidden.
     pub broker: String,
+    /// The component library's namespace (`getruntime`'s `namespace`).
+    pub namespace: Option<String>,
 }
 
 /// A graph as the runtime keeps it: the graph and the protocol's extras.
@@ -150,12 +161,13 @@ pub struct Runtime {
     meters: BTreeMap<(String, String), Meter>,
 }
 
-/// Messages per second on one outport, over windows of at least a second.
+/// Messages per second on one watched outport, over windows of at least a
+/// second (no figure before the first window is full).
 #[derive(Debug)]
 struct Meter {
     count: u64,
     since: std::time::Instant,
-    rate: f64,
+    rate: Option<f64>,
     last: std::time::Instant,
 }
 
@@ -324,6 +336,9 @@ impl Runtime {
                 }
             }
         }
+        // An outport no longer watched has no rate; watched again, it is
+        // measured afresh.
+        self.meters.retain(|(role, port), _| taps.iter().any(|(r, p)| r == role && p.eq_ignore_ascii_case(port)));
         self.host.tap(taps);
     }
 
@@ -358,14 +373,15 @@ impl Runtime {
         self.host.as_ref()
     }
 
-    /// Messages per second seen lately on the outport `role.port` (when
-    /// watched).
+    /// Messages per second seen lately on the outport `role.port`: only
+    /// while it is watched, once a first window of a second is full; 0 when
+    /// watched and nothing came for 3 s.
     pub fn rate(&self, role: &str, port: &str) -> Option<f64> {
         let m = self.meters.iter().find(|((r, p), _)| r == role && p.eq_ignore_ascii_case(port)).map(|(_, m)| m)?;
         if m.last.elapsed() > std::time::Duration::from_secs(3) {
             return Some(0.0);
         }
-        Some(m.rate)
+        m.rate
     }
 
     /// Frames for one event on the wire, per client.
@@ -374,14 +390,22 @@ impl Runtime {
         let mut out = Vec::new();
         if let Event::Data { role, port, .. } = event {
             let now = std::time::Instant::now();
-            let m = self.meters.entry((role.clone(), port.clone())).or_insert(Meter { count: 0, since: now, rate: 0.0, last: now });
-            m.count += 1;
-            m.last = now;
-            let window = now.duration_since(m.since).as_secs_f64();
-            if window >= 1.0 {
-                m.rate = m.count as f64 / window;
-                m.count = 0;
-                m.since = now;
+            // The first message starts the window; the ones after it count.
+            match self.meters.entry((role.clone(), port.clone())) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(Meter { count: 0, since: now, rate: None, last: now });
+                }
+                std::collections::btree_map::Entry::Occupied(o) => {
+                    let m = o.into_mut();
+                    m.count += 1;
+                    m.last = now;
+                    let window = now.duration_since(m.since).as_secs_f64();
+                    if window >= 1.0 {
+                        m.rate = Some(m.count as f64 / window);
+                        m.count = 0;
+                        m.since = now;
+                    }
+                }
             }
         }
         match event {
@@ -400,6 +424,17 @@ impl Runtime {
                         }
                     }
                 }
+            }
+            Event::Exited { role, participant, how } => {
+                // Told to every client of a graph that has the node: the
+                // IDE shows it on the node, and as a line of output.
+                let line = format!("participant {role} ({participant}) exited ({how}); restarting it");
+                for gid in self.graphs.iter().filter(|(_, g)| g.started.is_some() && g.graph.processes.contains_key(role)).map(|(id, _)| id) {
+                    let f = frame("network", "processerror", json!({"id": role, "error": line, "graph": gid}));
+                    out.extend(self.selections.keys().map(|c| (*c, f.clone())));
+                }
+                let f = frame("network", "output", json!({"message": line, "type": "message"}));
+                out.extend(self.selections.keys().map(|c| (*c, f.clone())));
             }
             Event::Sent { role, port, payload } => {
                 let data = data_value(payload);

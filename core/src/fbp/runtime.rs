@@ -23,7 +23,22 @@ pub const CAPABILITIES: &[&str] = &[
     "network:status",
     "network:data",
     "component:getsource",
+    "component:setsource",
 ];
+
+/// `runtime:ports`: a graph's exported ports (sent after `getruntime` and
+/// to every client when they change).
+pub fn ports_frame(id: &str, g: &super::RtGraph) -> Value {
+    let list = |ports: &std::collections::BTreeMap<String, crate::graph::Export>, inport: bool| -> Vec<Value> {
+        ports
+            .iter()
+            .map(|(public, e)| {
+                json!({"id": public, "type": "any", "description": format!("{} {}.{}", if inport { "into" } else { "from" }, e.process, e.port), "addressable": false, "required": false})
+            })
+            .collect()
+    };
+    frame("runtime", "ports", json!({"graph": id, "inPorts": list(&g.graph.inports, true), "outPorts": list(&g.graph.outports, false)}))
+}
 
 pub(super) fn handle(rt: &mut Runtime, _client: ClientId, command: &str, payload: Value, permitted: bool, out: &mut Outcome) -> Result<(), Failure> {
     match typed::<Request>(command, payload)? {
@@ -38,10 +53,19 @@ pub(super) fn handle(rt: &mut Runtime, _client: ClientId, command: &str, payload
                 "id": s.id,
                 "label": s.label,
             });
+            if let Some(ns) = &s.namespace {
+                p["namespace"] = json!(ns);
+            }
             if permitted {
                 p["graph"] = json!(s.main_graph);
             }
             out.reply.push(frame("runtime", "runtime", p));
+            if permitted {
+                let main = s.main_graph.clone();
+                if let Some(g) = rt.graphs.get(&main) {
+                    out.reply.push(ports_frame(&main, g));
+                }
+            }
         }
         Request::Packet { port, event, payload, graph, type_ } => {
             let id = graph.ok_or("No graph specified")?;

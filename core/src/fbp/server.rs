@@ -141,7 +141,7 @@ async fn root(State(hub): State<Arc<Hub>>, headers: HeaderMap, req: axum::extrac
         return (StatusCode::FORBIDDEN, why).into_response();
     }
     match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(ws) => ws.protocols(["noflo"]).max_message_size(super::MAX_FRAME * 2).on_upgrade(move |socket| connection(hub, socket)),
+        Ok(ws) => ws.protocols(["noflo"]).max_message_size(READ_LIMIT).max_frame_size(READ_LIMIT).on_upgrade(move |socket| connection(hub, socket)),
         Err(e) => e.into_response(),
     }
 }
@@ -174,6 +174,11 @@ fn origin_ok(config: &Config, headers: &HeaderMap) -> Result<(), String> {
     }
 }
 
+/// Frames up to this size are read (and those over [`super::MAX_FRAME`]
+/// answered with an error, the connection staying open); a larger one ends
+/// the connection, as the socket cannot skip it.
+const READ_LIMIT: usize = super::MAX_FRAME * 16;
+
 async fn connection(hub: Arc<Hub>, socket: WebSocket) {
     let id = hub.next.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<String>(CLIENT_QUEUE);
@@ -188,7 +193,14 @@ async fn connection(hub: Arc<Hub>, socket: WebSocket) {
                 let text = match m {
                     Some(Ok(Message::Text(t))) => t.to_string(),
                     Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(e)) => {
+                        // Beyond READ_LIMIT the WebSocket cannot go on: say
+                        // why before it closes.
+                        let f = super::frame("runtime", "error", serde_json::json!({"message": format!("connection closed: {e}")}));
+                        let _ = sink.send(Message::Text(f.to_string().into())).await;
+                        break;
+                    }
                     Some(Ok(_)) => continue,
                 };
                 let (outcome, main) = {
@@ -280,13 +292,54 @@ async fn pump_events(hub: Arc<Hub>, mut events: broadcast::Receiver<Event>) {
     }
 }
 
+/// What changed between two pictures of role -> (instances alive,
+/// component), as lines for people.
+fn alive_changes(before: &BTreeMap<String, (usize, String)>, now: &BTreeMap<String, (usize, String)>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (role, (n, component)) in now {
+        let was = before.get(role).map(|(n, _)| *n).unwrap_or(0);
+        match (was, *n) {
+            (0, n) if n > 0 => lines.push(format!("participant {role} ({component}) is up")),
+            (w, 0) if w > 0 => lines.push(format!("participant {role} ({component}) is gone")),
+            (w, n) if w != n => lines.push(format!("participant {role} ({component}): {n} instance(s) alive, were {w}")),
+            _ => {}
+        }
+    }
+    for (role, (w, component)) in before {
+        if *w > 0 && !now.contains_key(role) {
+            lines.push(format!("participant {role} ({component}) is gone"));
+        }
+    }
+    lines
+}
+
 async fn pump_status(hub: Arc<Hub>) {
     let mut last: BTreeMap<ClientId, String> = BTreeMap::new();
+    let mut alive: BTreeMap<String, (usize, String)> = BTreeMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = hub.stop.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        // Participants that came or went, as output lines to every client
+        // (an IDE shows them in its console; the live view has the status).
+        let lines: Vec<String> = {
+            let rt = hub.runtime.lock().unwrap();
+            let now: BTreeMap<String, (usize, String)> =
+                rt.host().snapshot().participants.into_iter().map(|p| (p.role, (p.alive, p.component))).collect();
+            let lines = alive_changes(&alive, &now);
+            alive = now;
+            lines
+        };
+        if !lines.is_empty() {
+            let clients = hub.clients.lock().unwrap();
+            for line in lines {
+                let f = super::frame("network", "output", serde_json::json!({"message": line, "type": "message"})).to_string();
+                for tx in clients.values() {
+                    let _ = tx.try_send(f.clone());
+                }
+            }
         }
         let frames: Vec<(ClientId, String)> = {
             let rt = hub.runtime.lock().unwrap();
@@ -332,5 +385,20 @@ async fn poll_depths(hub: Arc<Hub>, transport: Arc<dyn Transport>, depths: Arc<M
             }
         }
         *depths.lock().unwrap() = found;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn participants_coming_and_going_are_lines() {
+        let m = |v: &[(&str, usize)]| v.iter().map(|(r, n)| (r.to_string(), (*n, "C".to_string()))).collect::<BTreeMap<_, _>>();
+        assert_eq!(alive_changes(&m(&[]), &m(&[("a", 1)])), vec!["participant a (C) is up"]);
+        assert_eq!(alive_changes(&m(&[("a", 1)]), &m(&[("a", 0)])), vec!["participant a (C) is gone"]);
+        assert_eq!(alive_changes(&m(&[("a", 1)]), &m(&[])), vec!["participant a (C) is gone"]);
+        assert_eq!(alive_changes(&m(&[("a", 1)]), &m(&[("a", 3)])), vec!["participant a (C): 3 instance(s) alive, were 1"]);
+        assert!(alive_changes(&m(&[("a", 2), ("b", 0)]), &m(&[("a", 2), ("b", 0)])).is_empty());
     }
 }

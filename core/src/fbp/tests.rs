@@ -16,6 +16,9 @@ struct Record {
 
 struct Fake(Arc<Mutex<Record>>);
 
+/// Component sources the fake host keeps.
+static SOURCES: Mutex<Vec<(String, String, String)>> = Mutex::new(Vec::new());
+
 impl Host for Fake {
     fn set_graph(&self, graph: Graph) -> Result<(), String> {
         self.0.lock().unwrap().graphs.push(graph);
@@ -28,17 +31,31 @@ impl Host for Fake {
     fn tap(&self, outports: BTreeSet<(String, String)>) {
         self.0.lock().unwrap().taps.push(outports);
     }
-    fn components(&self) -> Vec<ComponentInfo> {
+    fn components(&self, _: &Graph) -> Vec<ComponentInfo> {
         vec![ComponentInfo { name: "C/Repeat".into(), inports: vec![("in".into(), String::new())], outports: vec![("out".into(), String::new())], ..Default::default() }]
     }
     fn busy(&self, _: &[String]) -> bool {
         false
     }
+    fn component_source(&self, name: &str) -> Result<(String, String), String> {
+        SOURCES.lock().unwrap().iter().rev().find(|(n, _, _)| n == name).map(|(_, l, c)| (l.clone(), c.clone())).ok_or_else(|| "no such file".into())
+    }
+    fn write_component(&self, name: &str, language: &str, code: &str) -> Result<(), String> {
+        if name.contains("..") {
+            return Err("not a plain name".into());
+        }
+        SOURCES.lock().unwrap().push((name.into(), language.into(), code.into()));
+        Ok(())
+    }
 }
 
 fn runtime(secret: Option<&str>) -> (Runtime, Arc<Mutex<Record>>) {
+    runtime_in(secret, None)
+}
+
+fn runtime_in(secret: Option<&str>, namespace: Option<&str>) -> (Runtime, Arc<Mutex<Record>>) {
     let rec = Arc::new(Mutex::new(Record::default()));
-    let settings = Settings { id: "id".into(), label: "test".into(), secret: secret.map(str::to_owned), main_graph: "main".into(), ide: "https://ide.invalid".into(), broker: "mqtt://x".into() };
+    let settings = Settings { id: "id".into(), label: "test".into(), secret: secret.map(str::to_owned), main_graph: "main".into(), ide: "https://ide.invalid".into(), broker: "mqtt://x".into(), namespace: namespace.map(str::to_owned) };
     (Runtime::new(settings, Graph::default(), Box::new(Fake(rec.clone()))), rec)
 }
 
@@ -50,8 +67,10 @@ fn ask(rt: &mut Runtime, protocol: &str, command: &str, payload: Value) -> Vec<V
 fn getruntime_reports_capabilities_and_never_null() {
     let (mut rt, _) = runtime(None);
     let r = ask(&mut rt, "runtime", "getruntime", json!({}));
-    assert_eq!(r.len(), 1);
+    assert_eq!(r.len(), 2, "runtime, then the main graph's ports: {r:?}");
     assert_eq!(r[0]["command"], "runtime");
+    assert_eq!(r[1]["command"], "ports");
+    assert_eq!(r[1]["payload"], json!({"graph": "main", "inPorts": [], "outPorts": []}));
     assert!(r[0]["payload"]["capabilities"].as_array().unwrap().iter().any(|c| c == "protocol:graph"));
     assert_eq!(r[0]["payload"]["graph"], "main");
     assert!(!r[0].to_string().contains("null"));
@@ -189,4 +208,79 @@ fn components_end_with_componentsready() {
 fn binary_data_is_base64() {
     assert_eq!(data_value(&Payload::from(&[0xffu8, 0, 1][..])), json!({"base64": "/wAB"}));
     assert_eq!(data_value(&Payload::from("plain")), json!("plain"));
+}
+
+#[test]
+fn the_secret_counts_at_the_top_level_too() {
+    let (mut rt, _) = runtime(Some("s3cret"));
+    let o = rt.handle(1, r#"{"protocol":"graph","command":"clear","payload":{"id":"g"},"secret":"s3cret"}"#);
+    assert_eq!(o.reply[0]["command"], "clear", "{:?}", o.reply);
+    assert!(!o.reply[0].to_string().contains("s3cret"));
+    let o = rt.handle(1, r#"{"protocol":"graph","command":"clear","payload":{"id":"h"},"secret":"wrong"}"#);
+    assert_eq!(o.reply[0]["command"], "error");
+    assert!(!rt.graphs.contains_key("h"), "a refused frame changes nothing");
+}
+
+#[test]
+fn getruntime_names_the_namespace_and_can_set_sources() {
+    let (mut rt, _) = runtime_in(None, Some("lib"));
+    let r = ask(&mut rt, "runtime", "getruntime", json!({}));
+    assert_eq!(r[0]["payload"]["namespace"], "lib");
+    assert!(r[0]["payload"]["capabilities"].as_array().unwrap().iter().any(|c| c == "component:setsource"));
+}
+
+#[test]
+fn exported_ports_changes_are_told_to_everybody() {
+    let (mut rt, _) = runtime(None);
+    ask(&mut rt, "graph", "clear", json!({"id": "f"}));
+    ask(&mut rt, "graph", "addnode", json!({"id": "a", "component": "C/Repeat", "graph": "f"}));
+    let o = rt.handle(1, &json!({"protocol": "graph", "command": "addinport", "payload": {"public": "in", "node": "a", "port": "IN", "graph": "f"}}).to_string());
+    assert_eq!(o.reply.len(), 2);
+    assert_eq!(o.reply[1]["command"], "ports");
+    assert_eq!(o.reply[1]["payload"]["inPorts"][0]["id"], "in");
+    assert_eq!(o.reply[1]["payload"]["graph"], "f");
+    assert_eq!(o.others, o.reply);
+    let o = rt.handle(1, &json!({"protocol": "graph", "command": "removeinport", "payload": {"public": "in", "graph": "f"}}).to_string());
+    assert_eq!(o.reply[1]["payload"]["inPorts"], json!([]));
+}
+
+#[test]
+fn groups_are_added_changed_renamed_and_removed() {
+    let (mut rt, _) = runtime(None);
+    ask(&mut rt, "graph", "clear", json!({"id": "g"}));
+    assert_eq!(ask(&mut rt, "graph", "addgroup", json!({"name": "x", "nodes": [], "graph": "g"}))[0]["command"], "addgroup");
+    assert_eq!(ask(&mut rt, "graph", "changegroup", json!({"name": "x", "metadata": {"a": 1}, "graph": "g"}))[0]["payload"]["metadata"], json!({"a": 1}));
+    assert_eq!(ask(&mut rt, "graph", "renamegroup", json!({"from": "x", "to": "y", "graph": "g"}))[0]["command"], "renamegroup");
+    let r = ask(&mut rt, "graph", "removegroup", json!({"name": "y", "graph": "g"}));
+    assert_eq!(r[0]["command"], "removegroup", "{r:?}");
+    assert_eq!(ask(&mut rt, "graph", "removegroup", json!({"name": "y", "graph": "g"}))[0]["command"], "error");
+}
+
+#[test]
+fn component_sources_are_written_and_read() {
+    let (mut rt, _) = runtime(None);
+    let r = ask(&mut rt, "component", "source", json!({"name": "Shout", "language": "python", "library": "t", "code": "print(1)"}));
+    assert_eq!(r[0]["command"], "component", "{r:?}");
+    assert_eq!(r[0]["payload"]["name"], "t/Shout");
+    let r = ask(&mut rt, "component", "getsource", json!({"name": "t/Shout"}));
+    assert_eq!(r[0]["payload"], json!({"name": "Shout", "library": "t", "language": "python", "code": "print(1)"}));
+    let r = ask(&mut rt, "component", "source", json!({"name": "../x", "language": "python", "code": ""}));
+    assert_eq!(r[0]["command"], "error");
+    let r = ask(&mut rt, "component", "getsource", json!({"name": "Nothing"}));
+    assert_eq!(r[0]["command"], "error");
+}
+
+#[test]
+fn a_participant_that_exits_is_a_processerror() {
+    let (mut rt, _) = runtime(None);
+    rt.connect(7);
+    ask(&mut rt, "graph", "clear", json!({"id": "g"}));
+    ask(&mut rt, "graph", "addnode", json!({"id": "a", "component": "C/Repeat", "graph": "g"}));
+    ask(&mut rt, "network", "start", json!({"graph": "g"}));
+    let frames = rt.on_event(&crate::coordinator::Event::Exited { role: "a".into(), participant: "a-1".into(), how: "exit code 3".into() });
+    let cmds: Vec<_> = frames.iter().map(|(c, f)| (*c, f["command"].as_str().unwrap().to_owned())).collect();
+    assert_eq!(cmds, [(7, "processerror".to_owned()), (7, "output".to_owned())]);
+    assert_eq!(frames[0].1["payload"]["id"], "a");
+    assert_eq!(frames[0].1["payload"]["graph"], "g");
+    assert!(frames[0].1["payload"]["error"].as_str().unwrap().contains("exit code 3"));
 }

@@ -153,6 +153,9 @@ pub async fn run(args: RunGraph, broker: Option<String>, rt_args: RuntimeArgs, n
         println!("runtime: {address}");
         println!("live view: http://{addr}/");
         println!("flowhub: {}", live_url(&rt_args.ide, &address, &id, rt_args.secret.as_deref()));
+        if !addr.ip().is_loopback() && rt_args.secret.is_none() {
+            tracing::warn!("the runtime listens on {addr}, beyond this machine, without a secret: anybody who reaches it can change the running system (set --secret or MSGFLO_RUNTIME_SECRET)");
+        }
     }
     let (url, embedded) = match broker.or_else(msgflo::broker::configured) {
         Some(u) => (u, false),
@@ -221,6 +224,7 @@ pub async fn run(args: RunGraph, broker: Option<String>, rt_args: RuntimeArgs, n
                 main_graph: main_id.clone(),
                 ide: rt_args.ide.clone(),
                 broker: shown.clone(),
+                namespace: loaded.library.namespace.clone(),
             };
             let mut graph = loaded.graph.clone();
             graph.properties.entry("name".into()).or_insert_with(|| main_id.clone().into());
