@@ -516,7 +516,7 @@ function draw() {
       select({ type: 'node', key: `node:${id}`, node: id });
     });
     nodeLayer.append(node);
-    els.nodes.set(id, { node, title, rect, icon, count });
+    els.nodes.set(id, { node, title, rect, icon, count, compText, chars: Math.floor((box.width - 20) / 6.4) });
     for (const dir of ['in', 'out']) {
       const list = dir === 'in' ? p.ins : p.outs;
       list.forEach((port, i) => {
@@ -657,9 +657,12 @@ function patch() {
     const comp = componentOf(id);
     const icon = state.components.get(comp)?.icon ?? r?.icon;
     e.icon.textContent = icon ? ICONS[icon] ?? icon.slice(0, 1).toUpperCase() : '◇';
-    const label = state.components.get(comp)?.description;
-    e.title.textContent = `${id} (${comp || 'unknown component'})${label ? `: ${label}` : ''}\n${roleInfo(id)}`;
-    e.node.setAttribute('aria-label', `role ${id}, component ${comp || 'unknown'}, ${roleInfo(id)}`);
+    // The participant's own label (from its discovery message) on the box.
+    const label = r?.label || undefined;
+    e.compText.textContent = fit(`${comp || '(unknown component)'}${label ? ` · ${label}` : ''}`, e.chars);
+    const about = label ?? state.components.get(comp)?.description;
+    e.title.textContent = `${id} (${comp || 'unknown component'})${about ? `: ${about}` : ''}\n${roleInfo(id)}`;
+    e.node.setAttribute('aria-label', `role ${id}, component ${comp || 'unknown'}${label ? `, ${label}` : ''}, ${roleInfo(id)}`);
   }
   const queues = new Map();
   for (const r of state.roles.values()) {

@@ -19,9 +19,12 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use futures_util::StreamExt;
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use msgflo::{Definition, Options, Participant, PortDef};
+
+mod relays;
+use relays::{declare_inport, mqtt_client, raw_amqp_relay, raw_mqtt_relay, spawn_external, spawn_loop, unique};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum Proto {
@@ -116,10 +119,6 @@ fn broker_cpu_seconds(name: &str) -> Option<f64> {
     None
 }
 
-fn unique(p: &str) -> String {
-    format!("bench-{p}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
-}
-
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -139,30 +138,17 @@ fn report(proto: &str, kinds: &[Kind], rates: &[Vec<f64>]) {
     }
     let (raw, ours) = (best(&rates[0]), best(&rates[1]));
     println!("{proto}: ratio participant/raw relay = {:.2}", ours / raw);
+    // For bench/run's table: best rate, and the ratio to the raw relay and
+    // to the last external (bench/run puts the plain client-library relay
+    // there).
+    let plain = rates.last().map(|r| best(r)).filter(|_| kinds.len() > 2 && kinds.last().is_some_and(|k| k.label().contains("amqplib")));
+    for (k, r) in kinds.iter().zip(rates) {
+        let vs_plain = plain.map(|p| format!(", {:.2}x {}", best(r) / p, kinds.last().unwrap().label())).unwrap_or_default();
+        println!("RESULT\tthroughput {proto}\t{}\t{:.0} msg/s\t{:.2}x raw{vs_plain}", k.label(), best(r), best(r) / raw);
+    }
     for (k, r) in kinds.iter().zip(rates).skip(2) {
         println!("{proto}: ratio {}/participant = {:.2}, {}/raw relay = {:.2}", k.label(), best(r) / ours, k.label(), best(r) / raw);
     }
-}
-
-/// Start a relay process and wait for its readiness line.
-async fn spawn_external(command: &[String], role: &str, broker: &str) -> tokio::process::Child {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(&command[0])
-        .args(&command[1..])
-        .arg(role)
-        .env("MSGFLO_BROKER", broker)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
-        Ok(Ok(Some(_))) => {}
-        other => panic!("{command:?} printed no readiness line: {other:?}"),
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    child
 }
 
 /// A running relay of either kind.
@@ -212,12 +198,6 @@ async fn amqp_bench(args: &Args) {
         }
     }
     report("AMQP", &kinds, &rates);
-}
-
-async fn declare_inport(ch: &lapin::Channel, q: &str) {
-    let mut args = FieldTable::default();
-    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(format!("dead-{q}").into()));
-    ch.queue_declare(q.into(), QueueDeclareOptions { durable: true, ..Default::default() }, args).await.unwrap();
 }
 
 async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, kind: &Kind) -> f64 {
@@ -297,60 +277,7 @@ async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, kind: &
     rate
 }
 
-/// The baseline: lapin used directly, same settings as the participant.
-async fn raw_amqp_relay(url: &str, in_q: &str, out_x: &str, prefetch: u16) {
-    let conn = Connection::connect(url, ConnectionProperties::default()).await.unwrap();
-    let ch_in = conn.create_channel().await.unwrap();
-    ch_in.basic_qos(prefetch, Default::default()).await.unwrap();
-    let ch_out = conn.create_channel().await.unwrap();
-    ch_out.confirm_select(Default::default()).await.unwrap();
-    let mut consumer = ch_in.basic_consume(in_q.into(), "".into(), Default::default(), FieldTable::default()).await.unwrap();
-    while let Some(Ok(d)) = consumer.next().await {
-        let confirm = ch_out
-            .basic_publish(out_x.into(), "".into(), Default::default(), &d.data, BasicProperties::default().with_delivery_mode(2))
-            .await
-            .unwrap();
-        let ch = ch_in.clone();
-        tokio::spawn(async move {
-            if confirm.await.map(|c| c.is_ack()).unwrap_or(false) {
-                let _ = ch.basic_ack(d.delivery_tag, Default::default()).await;
-            }
-        });
-    }
-    drop(conn);
-}
-
 // ---------------------------------------------------------------- MQTT
-
-fn mqtt_client(url: &str, cap: usize) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
-    let u = url::Url::parse(url).unwrap();
-    let mut o = rumqttc::MqttOptions::new(unique("c"), u.host_str().unwrap(), u.port().unwrap_or(1883));
-    o.set_keep_alive(Duration::from_secs(30));
-    rumqttc::AsyncClient::new(o, cap)
-}
-
-/// Poll an event loop forever, sending incoming publishes (topic, payload) to `tx`.
-fn spawn_loop(mut el: rumqttc::EventLoop, tx: tokio::sync::mpsc::Sender<Vec<u8>>, subacked: tokio::sync::oneshot::Sender<()>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut subacked = Some(subacked);
-        loop {
-            match el.poll().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    if tx.send(p.payload.to_vec()).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
-                    if let Some(s) = subacked.take() {
-                        let _ = s.send(());
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => panic!("mqtt: {e}"),
-            }
-        }
-    })
-}
 
 async fn mqtt_bench(args: &Args) {
     println!("MQTT relay, {} messages of {} bytes, QoS 0", args.messages, args.size);
@@ -383,19 +310,7 @@ async fn mqtt_round(args: &Args, kind: &Kind) -> (f64, usize) {
         let def = Definition::new("Relay").inport(PortDef::new("in")).outport(PortDef::new("out"));
         Relay::participant(Participant::start(&def, &role, Options::broker(args.mqtt.clone())).await.unwrap())
     } else {
-        let (client, el) = mqtt_client(&args.mqtt, 1024);
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
-        let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
-        let el_task = spawn_loop(el, tx, ack_tx);
-        client.subscribe(&in_t, rumqttc::QoS::AtMostOnce).await.unwrap();
-        ack_rx.await.unwrap();
-        let out_t = out_t.clone();
-        Relay::Raw(tokio::spawn(async move {
-            while let Some(body) = rx.recv().await {
-                client.publish(&out_t, rumqttc::QoS::AtMostOnce, false, body).await.unwrap();
-            }
-            el_task.abort();
-        }))
+        Relay::Raw(raw_mqtt_relay(&args.mqtt, &in_t, &out_t).await)
     };
     // Both relays subscribe before they return/are spawned with a SUBACK;
     // give the participant's subscription the same guarantee.

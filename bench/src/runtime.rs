@@ -35,7 +35,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "amqp://127.0.0.1:5672,mqtt://127.0.0.1:1883")]
     brokers: Vec<String>,
     /// Tries per latency figure.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 200)]
     tries: usize,
     /// Messages for the throughput figure.
     #[arg(long, default_value_t = 20000)]

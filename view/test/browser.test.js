@@ -293,6 +293,11 @@ test('the example graph: three roles, two edges, live state, text view, Flowhub 
     null,
     { timeout: 90000 },
   );
+  // The participant's label from its discovery message: on the box after
+  // the component (cut to the box), whole in the tooltip and aria-label.
+  await page.waitForFunction(() => document.querySelector('g.node[data-role="formatter"] text.component')?.textContent.startsWith('examples/Formatter · F'), null, { timeout: 10000 });
+  assert.match(await page.getAttribute('g.node[data-role="formatter"]', 'aria-label'), /Formats temperature readings as text/);
+  assert.match(await page.$eval('g.node[data-role="formatter"] > title', (t) => t.textContent), /Formats temperature readings as text/);
   // Ports with their queues, and the IIPs of the graph file.
   assert.ok(await page.getAttribute('g.port[data-node="display"][data-port="in"]', 'data-queue'));
   await page.waitForSelector('g.iip[data-port="sensor.interval"]');

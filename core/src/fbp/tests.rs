@@ -9,6 +9,8 @@ use super::*;
 
 #[derive(Default)]
 struct Record {
+    snapshot: crate::coordinator::Snapshot,
+    depths: std::collections::BTreeMap<String, u64>,
     graphs: Vec<Graph>,
     delivered: Vec<(String, String, Vec<u8>)>,
     taps: Vec<BTreeSet<(String, String)>>,
@@ -36,6 +38,12 @@ impl Host for Fake {
     }
     fn busy(&self, _: &[String]) -> bool {
         false
+    }
+    fn snapshot(&self) -> crate::coordinator::Snapshot {
+        self.0.lock().unwrap().snapshot.clone()
+    }
+    fn depths(&self) -> std::collections::BTreeMap<String, u64> {
+        self.0.lock().unwrap().depths.clone()
     }
     fn component_source(&self, name: &str) -> Result<(String, String), String> {
         SOURCES.lock().unwrap().iter().rev().find(|(n, _, _)| n == name).map(|(_, l, c)| (l.clone(), c.clone())).ok_or_else(|| "no such file".into())
@@ -283,4 +291,49 @@ fn a_participant_that_exits_is_a_processerror() {
     assert_eq!(frames[0].1["payload"]["id"], "a");
     assert_eq!(frames[0].1["payload"]["graph"], "g");
     assert!(frames[0].1["payload"]["error"].as_str().unwrap().contains("exit code 3"));
+}
+
+#[test]
+fn the_status_tells_edge_kinds_pending_reasons_depths_and_labels() {
+    use crate::coordinator::registry::{PortStatus, RoleStatus};
+    let (mut rt, rec) = runtime(None);
+    let graph = "a(Repeat) OUT -> IN rr(msgflo/RoundRobin) OUT -> IN b(Repeat)\nrr DEADLETTER -> IN d(Drop)\nb OUT -> IN y(Repeat)\n";
+    let g = crate::graph::fbp::parse(graph).unwrap();
+    rt.graphs.get_mut("main").unwrap().graph = g;
+    let port = |id: &str, q: &str| PortStatus { id: id.into(), type_: None, queue: Some(q.into()), depth: None, missing: false };
+    {
+        let mut r = rec.lock().unwrap();
+        r.snapshot.participants.push(RoleStatus {
+            role: "b".into(),
+            component: "Repeat".into(),
+            alive: 1,
+            instances: 1,
+            last_seen_secs: Some(1.0),
+            heartbeats: 1,
+            label: Some("Says it again".into()),
+            icon: None,
+            inports: vec![port("in", "b.IN")],
+            outports: vec![port("out", "b.OUT")],
+        });
+        r.snapshot.pending.push(("b.out -> y.in".into(), crate::coordinator::wiring::Pending::Waiting { role: "y".into() }));
+        r.depths.insert("b.IN".into(), 7);
+    }
+    let st = super::status::build(&rt, "main");
+    let p = &st["payload"];
+    let edge = |s: &str, t: &str| p["edges"].as_array().unwrap().iter().find(|e| e["src"]["node"] == s && e["tgt"]["node"] == t).cloned().unwrap_or_else(|| panic!("no edge {s} -> {t}: {p}"));
+    assert_eq!(edge("a", "rr")["kind"], "roundrobin");
+    assert_eq!(edge("rr", "b")["kind"], "roundrobin");
+    assert_eq!(edge("rr", "b")["depth"], 7);
+    assert_eq!(edge("rr", "d")["kind"], "deadletter");
+    let by = edge("b", "y");
+    assert_eq!(by["kind"], "pubsub");
+    assert_eq!(by["state"], "pending");
+    assert_eq!(by["reason"], "waiting for participant y");
+    assert!(by.get("rate").is_none(), "no rate for an edge nobody watches");
+    let roles = p["roles"].as_array().unwrap();
+    assert!(roles.iter().all(|r| r["role"] != "rr"), "a round-robin node is an edge, not a role");
+    let b = roles.iter().find(|r| r["role"] == "b").unwrap();
+    assert_eq!((b["status"].as_str(), b["label"].as_str(), b["inports"][0]["queue"].as_str()), (Some("alive"), Some("Says it again"), Some("b.IN")));
+    let y = roles.iter().find(|r| r["role"] == "y").unwrap();
+    assert_eq!(y["status"], "missing");
 }
