@@ -206,6 +206,8 @@ async fn discovery(url: &str, n: usize, rounds: usize) {
         rss,
         rss as f64 * 1024.0 / n as f64
     );
+    let broker = url.split("://").next().unwrap_or(url);
+    println!("RESULT\tdiscovery {broker}, {n} participants\tcoordinator\t{rate:.0} msg/s\t{:.2}x a bare subscriber ({raw_rate:.0}); {:.0} bytes heap per participant", rate / raw_rate, heap as f64 / n as f64);
 }
 
 async fn count_on(url: &str, topic: &str) -> (Arc<dyn Transport>, tokio::sync::mpsc::Receiver<msgflo::Delivery>) {
@@ -262,6 +264,7 @@ async fn forward(url: &str, m: usize) {
     c.wait_for(Duration::from_secs(10), |s| s.complete).await.expect("edge wired");
     let (rate, got) = pump(url, &a, &mut rx, m).await;
     println!("  publish -> coordinator -> sub:  {rate:>9.0} msg/s  ({got} of {m} arrived)  ratio {:.2}", rate / raw_rate);
+    println!("RESULT\tMQTT edge forwarding\tcoordinator\t{rate:.0} msg/s\t{:.2}x direct ({raw_rate:.0}); {got} of {m} arrived", rate / raw_rate);
     c.stop().await;
     let _ = t.close().await;
     let _ = sink_t.close().await;

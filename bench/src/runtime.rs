@@ -237,6 +237,7 @@ async fn bench(url: &str, args: &Args) {
         while ws.until(Duration::from_millis(200), |_| true).await.is_some() {}
     }
     let proto = if url.starts_with("amqp") { "amqp" } else { "mqtt" };
+    let (mut addedge_all, mut addinitial_all) = (addedge.clone(), addinitial.clone());
     println!(
         "{proto}: addedge -> first message: p50 {:.1} ms, p99 {:.1} ms ({} tries)",
         pct(&mut addedge.clone(), 0.5),
@@ -252,6 +253,14 @@ async fn bench(url: &str, args: &Args) {
     println!(
         "{proto}: edge throughput unwatched {:.0} msg/s ({} of {}), watched {:.0} msg/s ({} of {}): ratio watched/unwatched {:.2}",
         rates[0].1, rates[0].0, args.messages, rates[1].1, rates[1].0, args.messages, rates[1].1 / rates[0].1
+    );
+    println!(
+        "RESULT\tlive programming {proto}\tmsgflo run\taddedge p50 {:.1} / p99 {:.1} ms; addinitial p50 {:.1} / p99 {:.1} ms\twatched edge {:.2}x unwatched",
+        pct(&mut addedge_all.clone(), 0.5),
+        pct(&mut addedge_all, 0.99),
+        pct(&mut addinitial_all.clone(), 0.5),
+        pct(&mut addinitial_all, 0.99),
+        rates[1].1 / rates[0].1
     );
     ws.ws.close(None).await.ok();
     if let Some(pid) = child.id() {

@@ -3,7 +3,7 @@
 //! the other roles.
 //!
 //! - `local`: the coordinator's supervisor, through [`LocalScaler`]
-//!   (implemented by `msgflo run --scale`; not wired yet).
+//!   (implemented by `msgflo run --scale`).
 //! - `kubernetes`: the `/scale` subresource of a Deployment (name: the
 //!   role's `worker`), `GET` and `PATCH` (merge patch).
 //! - `heroku`: Platform API formations, one `PATCH` per app for all its
