@@ -29,7 +29,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use msgflo::{Definition, Options, Participant, PortDef};
 
 mod relays;
-use relays::{declare_inport, mqtt_client, raw_amqp_relay, raw_mqtt_relay, spawn_external, spawn_loop, unique};
+use relays::{declare_inport, externals, mqtt_publisher, mqtt_subscriber, raw_amqp_relay, raw_mqtt_relay, spawn_external, unique, Kind};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
 enum Proto {
@@ -76,13 +76,6 @@ struct Args {
     role: Option<String>,
 }
 
-#[derive(Clone)]
-enum Kind {
-    Raw,
-    Participant,
-    External { label: String, command: Vec<String> },
-}
-
 impl Kind {
     fn label(&self, proto: Proto) -> String {
         match (self, proto) {
@@ -92,16 +85,6 @@ impl Kind {
             (Kind::External { label, .. }, _) => label.clone(),
         }
     }
-}
-
-fn externals(args: &Args) -> Vec<Kind> {
-    args.externals
-        .iter()
-        .map(|e| {
-            let (label, cmd) = e.split_once('=').expect("--external LABEL=COMMAND");
-            Kind::External { label: label.to_owned(), command: cmd.split_whitespace().map(str::to_owned).collect() }
-        })
-        .collect()
 }
 
 fn now_us() -> u64 {
@@ -150,7 +133,7 @@ async fn main() {
 
 async fn latency(args: &Args, proto: Proto) {
     let mut kinds = vec![Kind::Raw, Kind::Participant];
-    kinds.extend(externals(args));
+    kinds.extend(externals(&args.externals));
     let hops: Vec<usize> = if proto == Proto::Mqtt { vec![1] } else { args.hops.clone() };
     println!("{proto:?} latency, offered loads {:?} msg/s, {} s each, chains of {hops:?}", args.rates, args.seconds);
     for h in hops {
@@ -257,12 +240,7 @@ async fn collect(rx: &mut tokio::sync::mpsc::Receiver<Option<u64>>, n: usize) ->
 
 /// An MQTT sink whose messages' ages are taken as they arrive.
 async fn mqtt_sink(url: &str, topic: String) -> (tokio::sync::mpsc::Receiver<Option<u64>>, Vec<tokio::task::JoinHandle<()>>) {
-    let (sink, sink_el) = mqtt_client(url, 4096);
-    let (tx, mut raw) = tokio::sync::mpsc::channel::<Vec<u8>>(65536);
-    let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
-    let el = spawn_loop(sink_el, tx, ack_tx);
-    sink.subscribe(topic, rumqttc::QoS::AtMostOnce).await.unwrap();
-    ack_rx.await.unwrap();
+    let (sink, mut raw, el) = mqtt_subscriber(url, &topic, 4096, 65536).await;
     let (atx, arx) = tokio::sync::mpsc::channel(65536);
     let ages = tokio::spawn(async move {
         let _keep = sink;
@@ -350,10 +328,7 @@ async fn mqtt_latency(args: &Args, kind: &Kind) -> Vec<(u32, Vec<u64>, usize)> {
     let role = unique("mlat");
     let (mut rx, sink_tasks) = mqtt_sink(&args.mqtt, format!("{role}.OUT")).await;
     let running = start_relay(kind, &role, &args.mqtt, args.prefetch, true).await;
-    let (publisher, pub_el) = mqtt_client(&args.mqtt, 65536);
-    let (ptx, _prx) = tokio::sync::mpsc::channel(1);
-    let (pack, _) = tokio::sync::oneshot::channel();
-    let pub_task = spawn_loop(pub_el, ptx, pack);
+    let (publisher, pub_task) = mqtt_publisher(&args.mqtt, 65536);
     let topic = format!("{role}.IN");
     let publish = |body: Vec<u8>| {
         let (publisher, topic) = (publisher.clone(), topic.clone());
@@ -397,7 +372,7 @@ async fn instructions(args: &Args, proto: Proto) {
         Kind::External { label: Kind::Raw.label(proto), command: vec![me.clone(), "--serve".into(), "raw".into(), "--proto".into(), format!("{proto:?}").to_lowercase()] },
         Kind::External { label: "participant (process)".into(), command: vec![me, "--serve".into(), "participant".into(), "--proto".into(), format!("{proto:?}").to_lowercase()] },
     ];
-    kinds.extend(externals(args));
+    kinds.extend(externals(&args.externals));
     println!("{proto:?} instructions per relayed message (callgrind; {} and {} messages)", args.count, 3 * args.count);
     let mut baseline = None;
     for kind in &kinds {
@@ -478,10 +453,7 @@ async fn callgrind_run(args: &Args, proto: Proto, command: &[String], n: usize) 
         _ => {
             let (mut rx, sink_tasks) = mqtt_sink(&args.mqtt, format!("{role}.OUT")).await;
             let child = spawn_external(&cmd, &role, &args.mqtt).await;
-            let (publisher, pub_el) = mqtt_client(&args.mqtt, 65536);
-            let (ptx, _prx) = tokio::sync::mpsc::channel(1);
-            let (pack, _) = tokio::sync::oneshot::channel();
-            let pub_task = spawn_loop(pub_el, ptx, pack);
+            let (publisher, pub_task) = mqtt_publisher(&args.mqtt, 65536);
             let topic = format!("{role}.IN");
             // Slowly: a relay under valgrind is ~50x slower, and QoS 0
             // drops what does not fit in the broker's queue for it.

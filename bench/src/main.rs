@@ -24,7 +24,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use msgflo::{Definition, Options, Participant, PortDef};
 
 mod relays;
-use relays::{declare_inport, mqtt_client, raw_amqp_relay, raw_mqtt_relay, spawn_external, spawn_loop, unique};
+use relays::{declare_inport, externals, mqtt_publisher, mqtt_subscriber, raw_amqp_relay, raw_mqtt_relay, spawn_external, unique, Kind};
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum Proto {
@@ -61,14 +61,6 @@ struct Args {
     externals: Vec<String>,
 }
 
-/// What relays a round: the baseline, our in-process participant, or a process.
-#[derive(Clone)]
-enum Kind {
-    Raw,
-    Participant,
-    External { label: String, command: Vec<String> },
-}
-
 impl Kind {
     fn label(&self) -> &str {
         match self {
@@ -80,10 +72,7 @@ impl Kind {
 
     fn all(args: &Args) -> Vec<Kind> {
         let mut kinds = vec![Kind::Raw, Kind::Participant];
-        for e in &args.externals {
-            let (label, cmd) = e.split_once('=').expect("--external LABEL=COMMAND");
-            kinds.push(Kind::External { label: label.to_owned(), command: cmd.split_whitespace().map(str::to_owned).collect() });
-        }
+        kinds.extend(externals(&args.externals));
         kinds
     }
 }
@@ -297,12 +286,7 @@ async fn mqtt_round(args: &Args, kind: &Kind) -> (f64, usize) {
     let role = unique("mrelay");
     let (in_t, out_t) = (format!("{role}.IN"), format!("{role}.OUT"));
 
-    let (sink, sink_el) = mqtt_client(&args.mqtt, 1024);
-    let (stx, mut srx) = tokio::sync::mpsc::channel(4096);
-    let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
-    let sink_task = spawn_loop(sink_el, stx, ack_tx);
-    sink.subscribe(&out_t, rumqttc::QoS::AtMostOnce).await.unwrap();
-    ack_rx.await.unwrap();
+    let (_sink, mut srx, sink_task) = mqtt_subscriber(&args.mqtt, &out_t, 1024, 4096).await;
 
     let relay = if let Kind::External { command, .. } = kind {
         Relay::External(spawn_external(command, &role, &args.mqtt).await)
@@ -316,10 +300,7 @@ async fn mqtt_round(args: &Args, kind: &Kind) -> (f64, usize) {
     // give the participant's subscription the same guarantee.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let (publisher, pub_el) = mqtt_client(&args.mqtt, 1024);
-    let (ptx, _prx) = tokio::sync::mpsc::channel(1);
-    let (pack, _) = tokio::sync::oneshot::channel();
-    let pub_task = spawn_loop(pub_el, ptx, pack);
+    let (publisher, pub_task) = mqtt_publisher(&args.mqtt, 1024);
     let body = payload(args.size);
     let start = Instant::now();
     let n = args.messages;

@@ -9,6 +9,26 @@ use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
+/// What relays in a benchmark: the raw client relay, our participant in
+/// the bench process, or a relay process (`--external LABEL=COMMAND`).
+#[derive(Clone)]
+pub enum Kind {
+    Raw,
+    Participant,
+    External { label: String, command: Vec<String> },
+}
+
+/// The relay processes of `--external LABEL=COMMAND ARGS...` options.
+pub fn externals(specs: &[String]) -> Vec<Kind> {
+    specs
+        .iter()
+        .map(|e| {
+            let (label, cmd) = e.split_once('=').expect("--external LABEL=COMMAND");
+            Kind::External { label: label.to_owned(), command: cmd.split_whitespace().map(str::to_owned).collect() }
+        })
+        .collect()
+}
+
 pub fn unique(p: &str) -> String {
     format!("bench-{p}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
 }
@@ -97,15 +117,31 @@ pub fn spawn_loop(mut el: rumqttc::EventLoop, tx: tokio::sync::mpsc::Sender<Vec<
     })
 }
 
+/// A client subscribed to `topic` at QoS 0, returned once its SUBACK came:
+/// the client, the payloads that arrive (`channel` of them may wait), and
+/// the task polling its event loop.
+pub async fn mqtt_subscriber(url: &str, topic: &str, cap: usize, channel: usize) -> (rumqttc::AsyncClient, tokio::sync::mpsc::Receiver<Vec<u8>>, tokio::task::JoinHandle<()>) {
+    let (client, el) = mqtt_client(url, cap);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(channel);
+    let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
+    let task = spawn_loop(el, tx, ack_tx);
+    client.subscribe(topic, rumqttc::QoS::AtMostOnce).await.unwrap();
+    ack_rx.await.unwrap();
+    (client, rx, task)
+}
+
+/// A client that only publishes, and the task polling its event loop.
+pub fn mqtt_publisher(url: &str, cap: usize) -> (rumqttc::AsyncClient, tokio::task::JoinHandle<()>) {
+    let (client, el) = mqtt_client(url, cap);
+    let (tx, _) = tokio::sync::mpsc::channel(1);
+    let (subacked, _) = tokio::sync::oneshot::channel();
+    (client, spawn_loop(el, tx, subacked))
+}
+
 /// The MQTT baseline: rumqttc used directly, QoS 0 in and out. Returns
 /// once subscribed.
 pub async fn raw_mqtt_relay(url: &str, in_t: &str, out_t: &str) -> tokio::task::JoinHandle<()> {
-    let (client, el) = mqtt_client(url, 1024);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
-    let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
-    let el_task = spawn_loop(el, tx, ack_tx);
-    client.subscribe(in_t, rumqttc::QoS::AtMostOnce).await.unwrap();
-    ack_rx.await.unwrap();
+    let (client, mut rx, el_task) = mqtt_subscriber(url, in_t, 1024, 256).await;
     let out_t = out_t.to_owned();
     tokio::spawn(async move {
         while let Some(body) = rx.recv().await {

@@ -324,6 +324,11 @@ async fn pump_status(hub: Arc<Hub>) {
         }
         // Participants that came or went, as output lines to every client
         // (an IDE shows them in its console; the live view has the status).
+        // Nobody connected: no picture taken; the next client hears what
+        // changed since the last one.
+        if hub.clients.lock().unwrap().is_empty() {
+            continue;
+        }
         let lines: Vec<String> = {
             let rt = hub.runtime.lock().unwrap();
             let now: BTreeMap<String, (usize, String)> =
