@@ -276,3 +276,101 @@ async fn bind_and_unbind_make_a_pubsub_edge() {
     cleanup(&raw, &a).await;
     cleanup(&raw, &b).await;
 }
+
+/// Consumers on `queue` as the broker counts them, and messages ready.
+async fn consumers_and_ready(raw: &Raw, queue: &str) -> (u32, u32) {
+    let ch = raw.channel().await;
+    let q = ch
+        .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await
+        .unwrap();
+    (q.consumer_count(), q.message_count())
+}
+
+async fn transport_with_two_queues() -> (std::sync::Arc<dyn msgflo::transport::Transport>, String, String) {
+    use msgflo::transport::{ConnectOptions, Declaration, PortKind};
+    let t = msgflo::transport::connect(&amqp_url(), &ConnectOptions::default()).await.unwrap();
+    let (q1, q2) = (unique("unsub-1"), unique("unsub-2"));
+    for q in [&q1, &q2] {
+        // Durable: an auto-delete queue would go with its last consumer.
+        t.declare(&Declaration { kind: PortKind::In, queue: q.clone(), persistent: true }).await.unwrap();
+    }
+    (t, q1, q2)
+}
+
+async fn next(rx: &mut tokio::sync::mpsc::Receiver<msgflo::Delivery>) -> Vec<u8> {
+    let d = tokio::time::timeout(T, rx.recv()).await.expect("a delivery in time").expect("open");
+    let body = d.payload().as_bytes().to_vec();
+    d.ack().unwrap();
+    body
+}
+
+#[tokio::test]
+async fn unsubscribe_ends_that_subscription_only() {
+    init_logs();
+    let raw = Raw::connect().await;
+    let (t, q1, q2) = transport_with_two_queues().await;
+    let (a_tx, mut a) = tokio::sync::mpsc::channel(16);
+    let (b_tx, mut b) = tokio::sync::mpsc::channel(16);
+    t.subscribe(&q1, "a".into(), a_tx.clone()).await.unwrap();
+    t.subscribe(&q2, "b".into(), b_tx.clone()).await.unwrap();
+    raw.send_to_queue(&q1, b"1").await;
+    assert_eq!(next(&mut a).await, b"1");
+    assert_eq!(consumers_and_ready(&raw, &q1).await.0, 1);
+
+    // Another sink's subscription is not this one: nothing changes.
+    let (other, _) = tokio::sync::mpsc::channel(1);
+    t.unsubscribe(&q1, &other).await.unwrap();
+    assert_eq!(consumers_and_ready(&raw, &q1).await.0, 1);
+
+    // The broker has confirmed the cancel when unsubscribe returns.
+    t.unsubscribe(&q1, &a_tx).await.unwrap();
+    assert_eq!(consumers_and_ready(&raw, &q1).await.0, 0, "consumer cancelled");
+    assert_eq!(consumers_and_ready(&raw, &q2).await.0, 1, "the other subscription goes on");
+    raw.send_to_queue(&q1, b"2").await;
+    eventually("the message stays in its queue", T, || async { (consumers_and_ready(&raw, &q1).await.1 == 1).then_some(()) }).await;
+    assert!(a.try_recv().is_err(), "nothing delivered after unsubscribe");
+    raw.send_to_queue(&q2, b"3").await;
+    assert_eq!(next(&mut b).await, b"3");
+
+    // Subscribed again, it gets what waited.
+    t.subscribe(&q1, "a".into(), a_tx).await.unwrap();
+    assert_eq!(next(&mut a).await, b"2");
+    t.close().await.unwrap();
+    raw.cleanup(&[&q1, &q2], &[&q1, &q2, &format!("dead-{q1}"), &format!("dead-{q2}")]).await;
+}
+
+#[tokio::test]
+async fn a_deleted_queue_ends_its_subscription_not_the_connection() {
+    init_logs();
+    let raw = Raw::connect().await;
+    let (t, q1, q2) = transport_with_two_queues().await;
+    let generation = *t.generation().borrow();
+    let (a_tx, mut a) = tokio::sync::mpsc::channel(16);
+    let (b_tx, mut b) = tokio::sync::mpsc::channel(16);
+    t.subscribe(&q1, "a".into(), a_tx).await.unwrap();
+    t.subscribe(&q2, "b".into(), b_tx).await.unwrap();
+    raw.ch.queue_delete(q1.as_str().into(), Default::default()).await.unwrap();
+    // The other subscription keeps working on the same connection...
+    for i in 0..3u8 {
+        raw.send_to_queue(&q2, &[i]).await;
+        assert_eq!(next(&mut b).await, vec![i]);
+    }
+    // ...which was never replaced (before, a cancelled consumer was taken
+    // for a lost connection: reconnect, declarations replayed).
+    assert_eq!(*t.generation().borrow(), generation, "no reconnect");
+    // The deleted queue's subscription is over: made again by someone
+    // else, the queue keeps its messages.
+    raw.ch
+        .queue_declare(q1.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, dead_letter_args(&q1))
+        .await
+        .unwrap();
+    raw.send_to_queue(&q1, b"kept").await;
+    eventually("the message waits in the queue made again", T, || async { (consumers_and_ready(&raw, &q1).await == (0, 1)).then_some(()) }).await;
+    raw.send_to_queue(&q2, b"still").await;
+    assert_eq!(next(&mut b).await, b"still");
+    assert_eq!(*t.generation().borrow(), generation, "no reconnect");
+    assert!(a.try_recv().is_err());
+    t.close().await.unwrap();
+    raw.cleanup(&[&q1, &q2], &[&q1, &q2, &format!("dead-{q1}"), &format!("dead-{q2}")]).await;
+}

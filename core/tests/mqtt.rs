@@ -127,3 +127,53 @@ async fn busy_sender_with_a_full_inbox_does_not_deadlock() {
     }
     p.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn unsubscribe_ends_one_subscriber_of_a_topic() {
+    use msgflo::transport::{connect, ConnectOptions};
+    init_logs();
+    let t = connect(&mqtt_url(), &ConnectOptions::default()).await.unwrap();
+    let (topic, marker) = (unique("unsub"), unique("unsub-marker"));
+    let (a_tx, mut a) = tokio::sync::mpsc::channel(16);
+    let (b_tx, mut b) = tokio::sync::mpsc::channel(16);
+    let (c_tx, mut c) = tokio::sync::mpsc::channel(16);
+    t.subscribe(&topic, "a".into(), a_tx.clone()).await.unwrap();
+    t.subscribe(&topic, "b".into(), b_tx.clone()).await.unwrap();
+    t.subscribe(&marker, "c".into(), c_tx).await.unwrap();
+    let raw = RawMqtt::connect(&[]).await;
+    let next = |rx: &mut tokio::sync::mpsc::Receiver<msgflo::Delivery>| {
+        let got = rx.try_recv().map(|d| d.payload().as_bytes().to_vec());
+        got.ok()
+    };
+    raw.publish(&topic, b"1").await;
+    assert_eq!(wait_on(&mut a).await, b"1");
+    assert_eq!(wait_on(&mut b).await, b"1");
+
+    // One subscriber ends; the other still gets the topic. Both are handed
+    // a message in the same step, so once b has it a would have it too.
+    t.unsubscribe(&topic, &a_tx).await.unwrap();
+    raw.publish(&topic, b"2").await;
+    assert_eq!(wait_on(&mut b).await, b"2");
+    assert_eq!(next(&mut a), None, "nothing for an ended subscription");
+
+    // The last one ends: the client unsubscribes from the topic. What is
+    // published next on the topic, and then on the marker topic (same
+    // publisher, so in that order), arrives only on the marker.
+    t.unsubscribe(&topic, &b_tx).await.unwrap();
+    raw.publish(&topic, b"3").await;
+    raw.publish(&marker, b"m").await;
+    assert_eq!(wait_on(&mut c).await, b"m");
+    assert_eq!(next(&mut b), None);
+    assert_eq!(next(&mut a), None);
+
+    // Subscribed again, it flows again.
+    t.subscribe(&topic, "a".into(), a_tx).await.unwrap();
+    raw.publish(&topic, b"4").await;
+    assert_eq!(wait_on(&mut a).await, b"4");
+    t.close().await.unwrap();
+}
+
+async fn wait_on(rx: &mut tokio::sync::mpsc::Receiver<msgflo::Delivery>) -> Vec<u8> {
+    let d = tokio::time::timeout(T, rx.recv()).await.expect("a delivery in time").expect("open");
+    d.payload().as_bytes().to_vec()
+}

@@ -49,12 +49,31 @@ async fn amqp_broker_restart() {
         .await
         .unwrap();
     raw.ch.queue_bind(sink.as_str().into(), format!("{role}.OUT").as_str().into(), "".into(), Default::default(), FieldTable::default()).await.unwrap();
+    // A second one, bound while the broker is away.
+    let sink2 = unique("sink2");
+    raw.ch
+        .queue_declare(sink2.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+        .await
+        .unwrap();
     raw.send_to_queue(&in_q, b"\"before\"").await;
     let d = p.recv_batch_timeout(1, T).await.pop().expect("before restart");
     assert_eq!(d.payload().as_bytes(), b"\"before\"");
     drop(raw);
 
     rabbitmqctl(&rabbit, "stop_app");
+    // Binding while the broker is away is recorded at once (the reconnect
+    // loop holds the connection's state only while it tries to connect;
+    // it used to hold it for the whole outage, so this waited for the
+    // broker). Until the loss is noticed it fails; no attempt may hang.
+    let out_x = format!("{role}.OUT");
+    eventually("bind recorded while the broker is away", T, || async {
+        match tokio::time::timeout(Duration::from_secs(3), p.transport().bind(&out_x, &sink2)).await {
+            Ok(Ok(())) => Some(()),
+            Ok(Err(_)) => None,
+            Err(_) => panic!("bind blocked while the broker is away"),
+        }
+    })
+    .await;
     // Sent while the broker is away: held, then published after reconnect.
     let p2 = p.clone();
     let during = tokio::spawn(async move { p2.send("out", "\"during\"").await });
@@ -100,9 +119,16 @@ async fn amqp_broker_restart() {
     }
     got.sort();
     assert_eq!(got, vec![b"\"after\"".to_vec(), b"\"before\"".to_vec(), b"\"during\"".to_vec()]);
+    // The binding made during the outage was replayed: the same three.
+    let mut got2 = Vec::new();
+    for _ in 0..3 {
+        got2.push(raw.get(&sink2, T).await.delivery.data);
+    }
+    got2.sort();
+    assert_eq!(got2, got);
     p.stop().await.unwrap();
     assert_eq!(raw.depth(&in_q).await, 0);
-    raw.cleanup(&[&in_q, &sink], &[&in_q, &format!("{role}.OUT")]).await;
+    raw.cleanup(&[&in_q, &sink, &sink2], &[&in_q, &format!("{role}.OUT")]).await;
 }
 
 #[tokio::test]

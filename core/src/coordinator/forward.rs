@@ -7,12 +7,14 @@
 //! only drops the target from the list, and adding it back puts it there
 //! again. A message is therefore forwarded at most once per edge, however
 //! often edges are removed and added (the original subscribed again on each
-//! add and forwarded twice).
+//! add and forwarded twice). The subscriptions and the forwarding task end
+//! with the coordinator ([`Forwarder::close`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::transport::{Target, Transport};
@@ -23,14 +25,33 @@ pub struct Forwarder {
     routes: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>,
     subscribed: Mutex<BTreeSet<String>>,
     sink: mpsc::Sender<Delivery>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    stop: CancellationToken,
 }
 
 impl Forwarder {
     pub fn new(transport: Arc<dyn Transport>) -> Forwarder {
         let (sink, rx) = mpsc::channel(4096);
         let routes: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Default::default();
-        tokio::spawn(run(transport.clone(), routes.clone(), rx));
-        Forwarder { transport, routes, subscribed: Default::default(), sink }
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(transport.clone(), routes.clone(), rx, stop.clone()));
+        Forwarder { transport, routes, subscribed: Default::default(), sink, task: Mutex::new(Some(task)), stop }
+    }
+
+    /// End every subscription, let the task forward what it already
+    /// received, and wait for it.
+    pub async fn close(&self) {
+        let topics = std::mem::take(&mut *self.subscribed.lock().unwrap());
+        for src in topics {
+            if let Err(e) = self.transport.unsubscribe(&src, &self.sink).await {
+                warn!("cannot stop forwarding from {src}: {e}");
+            }
+        }
+        self.stop.cancel();
+        let task = self.task.lock().unwrap().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 
     /// Forward `src` to `tgt` from now on.
@@ -58,8 +79,17 @@ impl Forwarder {
     }
 }
 
-async fn run(transport: Arc<dyn Transport>, routes: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>, mut rx: mpsc::Receiver<Delivery>) {
-    while let Some(d) = rx.recv().await {
+/// Until stopped, and then until what was received is forwarded.
+async fn run(transport: Arc<dyn Transport>, routes: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>, mut rx: mpsc::Receiver<Delivery>, stop: CancellationToken) {
+    loop {
+        let d = tokio::select! {
+            biased;
+            d = rx.recv() => match d {
+                Some(d) => d,
+                None => return,
+            },
+            _ = stop.cancelled() => return,
+        };
         let targets: Vec<String> = routes.lock().unwrap().get(d.inport()).map(|t| t.iter().cloned().collect()).unwrap_or_default();
         for t in targets {
             if let Err(e) = transport.publish(Target::Queue(t.clone()), d.payload().clone(), false).await {

@@ -413,7 +413,7 @@ impl State {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
-                    self.taps.close(self.transport.as_ref()).await;
+                    self.close().await;
                     return;
                 }
                 // Before discovery, so a flood of it cannot starve expiry.
@@ -459,7 +459,7 @@ impl State {
                         self.reconcile().await;
                     }
                     None => {
-                        self.taps.close(self.transport.as_ref()).await;
+                        self.close().await;
                         return;
                     }
                 },
@@ -773,6 +773,14 @@ impl State {
             }
         }
         self.snapshot_due = true;
+    }
+
+    /// The loop ends: taps and MQTT forwarding end with it.
+    async fn close(&mut self) {
+        self.taps.close(self.transport.as_ref()).await;
+        if let Some(f) = &self.forwarder {
+            f.close().await;
+        }
     }
 
     async fn apply(&self, w: &Wire) -> Result<()> {

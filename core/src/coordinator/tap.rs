@@ -6,10 +6,12 @@
 //! never touching the participants' own queues (a watched edge loses
 //! nothing and delivers nothing twice). On MQTT a tap is a second
 //! subscription to the outport's topic. Taps are made when the outport's
-//! queue is known (from discovery). An AMQP tap nobody watches any more is
-//! unbound from the outport (the broker stops copying; it is bound again
-//! when watched again); an MQTT tap stays subscribed (the transport has no
-//! unsubscribe yet) and its copies are dropped here.
+//! queue is known (from discovery). A tap nobody watches any more stops
+//! costing anything: on AMQP it is unbound from the outport (the broker
+//! stops copying), on MQTT its subscription ends (the broker stops
+//! sending; an MQTT edge the coordinator forwards from the same topic is a
+//! subscription of its own and goes on). Watched again, it is bound or
+//! subscribed again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,7 +26,8 @@ use crate::Delivery;
 pub(super) struct Taps {
     /// Outports `(role, port)` someone watches.
     wanted: BTreeSet<(String, String)>,
-    /// Made taps: `(role, port)` -> (outport queue, tap queue, bound now).
+    /// Made taps: `(role, port)` -> (outport queue, tap queue, bound or
+    /// subscribed now).
     made: BTreeMap<(String, String), (String, String, bool)>,
     /// Tap queue (the deliveries' inport) -> `(role, port)`.
     by_queue: BTreeMap<String, (String, String)>,
@@ -53,25 +56,28 @@ impl Taps {
         self.wanted.contains(key).then(|| key.clone())
     }
 
-    /// Make the taps that are wanted and possible now, unbind the AMQP
-    /// taps nobody wants, bind again those wanted again. A tap is remade
-    /// when the participant announces another queue.
+    /// Make the taps that are wanted and possible now, stop the taps
+    /// nobody wants, start again those wanted again. A tap is remade when
+    /// the participant announces another queue.
     pub(super) async fn reconcile(&mut self, transport: &dyn Transport, registry: &Registry) {
         let mqtt = self.mqtt;
-        if !mqtt {
-            for (key, (queue, tap, bound)) in self.made.iter_mut() {
-                let wanted = self.wanted.contains(key);
-                if wanted == *bound {
-                    continue;
+        for (key, (queue, tap, on)) in self.made.iter_mut() {
+            let wanted = self.wanted.contains(key);
+            if wanted == *on {
+                continue;
+            }
+            let done = match (mqtt, wanted) {
+                (false, true) => transport.bind(queue, tap).await,
+                (false, false) => transport.unbind(queue, tap).await,
+                (true, true) => transport.subscribe(tap, Arc::from(tap.as_str()), self.sink.clone()).await,
+                (true, false) => transport.unsubscribe(tap, &self.sink).await,
+            };
+            match done {
+                Ok(()) => {
+                    debug!("{} {}.{} ({queue})", if wanted { "tapping again" } else { "no longer tapping" }, key.0, key.1);
+                    *on = wanted;
                 }
-                let done = if wanted { transport.bind(queue, tap).await } else { transport.unbind(queue, tap).await };
-                match done {
-                    Ok(()) => {
-                        debug!("{} {}.{} ({queue})", if wanted { "tapping again" } else { "no longer tapping" }, key.0, key.1);
-                        *bound = wanted;
-                    }
-                    Err(e) => warn!("cannot {} the tap of {}.{} ({queue}): {e}", if wanted { "bind" } else { "unbind" }, key.0, key.1),
-                }
+                Err(e) => warn!("cannot {} the tap of {}.{} ({queue}): {e}", if wanted { "start" } else { "stop" }, key.0, key.1),
             }
         }
         for key in self.wanted.clone() {
@@ -97,13 +103,15 @@ impl Taps {
         }
     }
 
-    /// Delete the tap queues (they would go with the connection anyway).
+    /// Delete the tap queues (they would go with the connection anyway),
+    /// or end the MQTT subscriptions.
     pub(super) async fn close(&mut self, transport: &dyn Transport) {
-        if self.mqtt {
-            return;
-        }
-        for (_, tap, _) in std::mem::take(&mut self.made).into_values() {
-            let _ = transport.delete(&tap).await;
+        for (_, tap, on) in std::mem::take(&mut self.made).into_values() {
+            if !self.mqtt {
+                let _ = transport.delete(&tap).await;
+            } else if on {
+                let _ = transport.unsubscribe(&tap, &self.sink).await;
+            }
         }
     }
 }

@@ -16,6 +16,13 @@
 //! - one **consumer** task per subscription, forwarding deliveries to the
 //!   participant's channel with the generation they belong to (settlements
 //!   for an older generation are dropped: the broker has requeued those).
+//!   A consumer the broker cancels (its queue was deleted) ends that
+//!   subscription only; the connection and the others go on.
+//!
+//! Every task is spawned on the connection's `TaskTracker`; `close` waits
+//! for them. The supervisor holds the state lock only while it tries to
+//! connect, not for a whole outage: declarations, bindings and
+//! subscriptions made while the broker is away are recorded and replayed.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -27,13 +34,14 @@ use async_trait::async_trait;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{mpsc, oneshot, watch, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::{Backoff, ConnectOptions, Declaration, PortKind, Target, Transport, DISCOVERY_FANOUT, DISCOVERY_QUEUE};
@@ -66,6 +74,10 @@ struct Inner {
     unconfirmed: Arc<Semaphore>,
     /// Cancelled by `close` or drop; every task of this connection ends.
     closed: CancellationToken,
+    /// Every task of this connection; `close` waits for them.
+    tasks: TaskTracker,
+    /// Ids of subscriptions (to find one again when its consumer ends).
+    next_subscription: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -93,9 +105,14 @@ struct Live {
 
 #[derive(Clone)]
 struct Subscription {
+    id: u64,
     queue: String,
     inport: Arc<str>,
     sink: mpsc::Sender<Delivery>,
+    /// Cancelled by `unsubscribe`: the consumer's end is expected.
+    ended: CancellationToken,
+    /// The tag of its consumer on the live connection.
+    tag: Arc<std::sync::Mutex<Option<lapin::types::ShortString>>>,
 }
 
 struct Pending {
@@ -183,13 +200,15 @@ impl Amqp {
             lost: lost_tx,
             unconfirmed: Arc::new(Semaphore::new(options.max_unconfirmed.max(1))),
             closed: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            next_subscription: Default::default(),
         });
         {
             let mut state = inner.state.lock().await;
             inner.open(&mut state, 1).await?;
         }
-        tokio::spawn(supervise(inner.clone(), lost_rx));
-        tokio::spawn(Pipeline::new(inner.clone()).run(ops_rx));
+        inner.tasks.spawn(supervise(inner.clone(), lost_rx));
+        inner.tasks.spawn(Pipeline::new(inner.clone()).run(ops_rx));
         Ok(Amqp { inner })
     }
 
@@ -300,7 +319,7 @@ impl Inner {
                 let lost = self.lost.clone();
                 let closed = self.closed.clone();
                 let (publish, consume) = (live.publish.clone(), live.consume.clone());
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     loop {
                         tokio::select! {
                             _ = closed.cancelled() => return,
@@ -351,11 +370,14 @@ impl Inner {
             )
             .await
             .map_err(|e| Error::broker(format!("consume {:?}", sub.queue), describe_err(&e)))?;
+        *sub.tag.lock().unwrap() = Some(consumer.tag());
         let settler: Arc<dyn Settle> = Arc::new(Settler { ops: self.ops.clone() });
         let generation = live.generation;
         let lost = self.lost.clone();
         let closed = self.closed.clone();
-        tokio::spawn(async move {
+        let channel = live.consume.clone();
+        let inner = self.clone();
+        self.tasks.spawn(async move {
             loop {
                 // Biased, hot branch first: the others are only polled
                 // (and register wakers) when no delivery is ready.
@@ -378,10 +400,21 @@ impl Inner {
                         let _ = lost.send((generation, describe_err(&e)));
                         return;
                     }
+                    // The consumer ended, with everything it had received
+                    // handed over. Asked for (unsubscribe, close), or by the
+                    // broker on a channel still open (its queue was
+                    // deleted): that subscription ends, nothing else. A
+                    // closed channel is a lost connection.
                     None => {
-                        if !closed.is_cancelled() {
-                            let _ = lost.send((generation, format!("consumer of {:?} was cancelled", sub.queue)));
+                        if closed.is_cancelled() || sub.ended.is_cancelled() {
+                            return;
                         }
+                        if channel.status().connected() {
+                            warn!(queue = %sub.queue, "the broker cancelled the consumer of {:?} (queue deleted?); that subscription ends", sub.queue);
+                            inner.state.lock().await.subscriptions.retain(|s| s.id != sub.id);
+                            return;
+                        }
+                        let _ = lost.send((generation, format!("consumer of {:?} was cancelled", sub.queue)));
                         return;
                     }
                 }
@@ -477,8 +510,7 @@ async fn supervise(inner: Arc<Inner>, mut lost: mpsc::UnboundedReceiver<(u64, St
             }
         };
         warn!(broker = %inner.url.redacted(), %reason, "lost connection to broker; reconnecting");
-        let mut state = inner.state.lock().await;
-        if let Some(old) = state.live.take() {
+        if let Some(old) = inner.state.lock().await.live.take() {
             let _ = old.connection.close(200, "reconnecting".into()).now_or_never();
         }
         let mut backoff = Backoff::new();
@@ -488,7 +520,14 @@ async fn supervise(inner: Arc<Inner>, mut lost: mpsc::UnboundedReceiver<(u64, St
                 return;
             }
             attempts += 1;
-            match inner.open(&mut state, current + 1).await {
+            // The lock is held for one attempt only: between attempts,
+            // callers record what they declare, bind and subscribe (the
+            // next attempt replays it) instead of waiting out the outage.
+            let opened = {
+                let mut state = inner.state.lock().await;
+                inner.open(&mut state, current + 1).await
+            };
+            match opened {
                 Ok(()) => {
                     info!(broker = %inner.url.redacted(), attempts, "reconnected to broker; declarations and subscriptions restored");
                     break;
@@ -885,11 +924,37 @@ impl Transport for Amqp {
         if self.inner.closed.is_cancelled() {
             return Err(Error::Closed);
         }
-        let sub = Subscription { queue: queue.to_owned(), inport, sink };
+        let id = self.inner.next_subscription.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sub = Subscription { id, queue: queue.to_owned(), inport, sink, ended: CancellationToken::new(), tag: Default::default() };
         if let Some(live) = state.live.clone() {
             self.inner.start_consumer(&live, sub.clone()).await?;
         }
         state.subscriptions.push(sub);
+        Ok(())
+    }
+
+    /// Cancels those consumers and waits for the broker to confirm:
+    /// nothing more is delivered; what was delivered before is handed over
+    /// and settles as usual.
+    async fn unsubscribe(&self, queue: &str, sink: &mpsc::Sender<Delivery>) -> Result<()> {
+        let (ended, live) = {
+            let mut state = self.inner.state.lock().await;
+            let (ended, kept) = std::mem::take(&mut state.subscriptions)
+                .into_iter()
+                .partition(|s| s.queue == queue && s.sink.same_channel(sink));
+            state.subscriptions = kept;
+            (ended, state.live.clone())
+        };
+        for sub in ended as Vec<Subscription> {
+            sub.ended.cancel();
+            let tag = sub.tag.lock().unwrap().take();
+            if let (Some(live), Some(tag)) = (&live, tag) {
+                live.consume
+                    .basic_cancel(tag, BasicCancelOptions::default())
+                    .await
+                    .map_err(|e| Error::broker(format!("stop consuming {queue:?}"), describe_err(&e)))?;
+            }
+        }
         Ok(())
     }
 
@@ -993,7 +1058,7 @@ impl Transport for Amqp {
         let (tx, mut rx) = mpsc::channel::<Delivery>(256);
         self.subscribe(DISCOVERY_QUEUE, Arc::from(DISCOVERY_QUEUE), tx).await?;
         let inner = self.inner.clone();
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             loop {
                 let d = tokio::select! {
                     _ = inner.closed.cancelled() => return,
@@ -1042,6 +1107,10 @@ impl Transport for Amqp {
         let live = self.inner.state.lock().await.live.take();
         if let Some(live) = live {
             let _ = live.connection.close(200, "bye".into()).await;
+        }
+        self.inner.tasks.close();
+        if tokio::time::timeout(limit, self.inner.tasks.wait()).await.is_err() {
+            warn!("closing: some tasks of the AMQP connection did not end within {limit:?}");
         }
         Ok(())
     }

@@ -170,6 +170,8 @@ pub struct MemoryTransport {
     broker: Arc<MemoryBroker>,
     generation: watch::Sender<u64>,
     closed: tokio_util::sync::CancellationToken,
+    /// Queue -> its consumers, ended by `unsubscribe`.
+    consumers: Mutex<HashMap<String, Vec<(mpsc::Sender<Delivery>, tokio_util::sync::CancellationToken)>>>,
 }
 
 impl MemoryTransport {
@@ -179,6 +181,7 @@ impl MemoryTransport {
             broker: MemoryBroker::named(name),
             generation: watch::channel(1).0,
             closed: Default::default(),
+            consumers: Default::default(),
         }
     }
 
@@ -224,10 +227,14 @@ impl Transport for MemoryTransport {
         let settler: Arc<dyn Settle> = Arc::new(QueueSettler { broker: broker.clone(), queue: queue.to_owned() });
         let queue = queue.to_owned();
         let closed = self.closed.clone();
+        let ended = tokio_util::sync::CancellationToken::new();
+        self.consumers.lock().unwrap().entry(queue.clone()).or_default().push((sink.clone(), ended.clone()));
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
+                    biased;
                     _ = closed.cancelled() => return,
+                    _ = ended.cancelled() => return,
                     _ = sink.closed() => return,
                     n = broker.next(&queue) => n,
                 };
@@ -240,6 +247,19 @@ impl Transport for MemoryTransport {
                 }
             }
         });
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, queue: &str, sink: &mpsc::Sender<Delivery>) -> Result<()> {
+        if let Some(consumers) = self.consumers.lock().unwrap().get_mut(queue) {
+            consumers.retain(|(s, ended)| {
+                let end = s.same_channel(sink);
+                if end {
+                    ended.cancel();
+                }
+                !end
+            });
+        }
         Ok(())
     }
 

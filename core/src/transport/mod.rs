@@ -132,6 +132,12 @@ pub trait Transport: Send + Sync {
     /// Recorded and resumed after reconnects. Ends when `sink` is closed.
     async fn subscribe(&self, queue: &str, inport: Arc<str>, sink: mpsc::Sender<Delivery>) -> Result<()>;
 
+    /// End the subscriptions to `queue` that deliver into `sink` (others to
+    /// the same queue go on). When it returns nothing more is handed to
+    /// `sink` from them; deliveries already handed over settle as usual.
+    /// Not resumed after a reconnect. Nothing to end is fine.
+    async fn unsubscribe(&self, queue: &str, sink: &mpsc::Sender<Delivery>) -> Result<()>;
+
     /// Publish. Returns once queued in order; confirmation is tracked by the
     /// transport (and gates the acks issued after this call). Waits while
     /// too many publishes are unconfirmed or the broker is away.

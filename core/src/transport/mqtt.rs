@@ -33,6 +33,7 @@ use async_trait::async_trait;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::{Backoff, ConnectOptions, Declaration, Target, Transport, DISCOVERY_FANOUT, DISCOVERY_QUEUE};
@@ -56,6 +57,12 @@ type Subscribers = HashMap<String, Vec<(Arc<str>, mpsc::Sender<Delivery>)>>;
 /// `Subscribers`, never alone before it.
 type Early = Arc<Mutex<HashMap<String, Vec<rumqttc::Publish>>>>;
 
+/// Topics unsubscribed from (and not subscribed to again): a QoS 1
+/// message the broker sent before it took the UNSUBSCRIBE is acked and
+/// dropped, not held as if a subscriber were coming. Locked after
+/// `Subscribers`, like `Early`.
+type Unsubscribed = Arc<Mutex<std::collections::HashSet<String>>>;
+
 /// Waiters for SUBACKs, in the order the SUBSCRIBEs were queued (the broker
 /// answers in order). Cleared on reconnect: those subscriptions are redone.
 type SubAckWaiters = Arc<Mutex<std::collections::VecDeque<oneshot::Sender<()>>>>;
@@ -69,12 +76,15 @@ pub struct Mqtt {
     /// subscriber: it hands them over, ahead of anything newer.
     adopt: mpsc::UnboundedSender<String>,
     early: Early,
+    unsubscribed: Unsubscribed,
     subacks: SubAckWaiters,
     generation: watch::Receiver<u64>,
     /// Fires when the event loop has sent DISCONNECT (everything queued
     /// before it went out first).
     disconnected: Mutex<Option<oneshot::Receiver<()>>>,
     closed: CancellationToken,
+    /// The event task and what it spawns; `close` waits for them.
+    tasks: TaskTracker,
     /// QoS of inports and outputs (discovery is always QoS 0).
     qos: QoS,
     _session: Option<Session>,
@@ -209,6 +219,7 @@ impl Mqtt {
         eventloop.set_network_options(net);
         let subscribers: Arc<Mutex<Subscribers>> = Default::default();
         let early: Early = Default::default();
+        let unsubscribed: Unsubscribed = Default::default();
         let (adopt_tx, adopt_rx) = mpsc::unbounded_channel();
         let subacks: SubAckWaiters = Default::default();
         let (gen_tx, gen_rx) = watch::channel(0u64);
@@ -220,12 +231,15 @@ impl Mqtt {
             client: client.clone(),
             subscribers: subscribers.clone(),
             early: early.clone(),
+            unsubscribed: unsubscribed.clone(),
             subacks: subacks.clone(),
             generation: gen_tx,
             closed: closed.clone(),
+            tasks: TaskTracker::new(),
             qos,
         };
-        tokio::spawn(task.run(eventloop, adopt_rx, first_tx, disc_tx));
+        let tasks = task.tasks.clone();
+        tasks.spawn(task.run(eventloop, adopt_rx, first_tx, disc_tx));
         match first_rx.await {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => {
@@ -240,10 +254,12 @@ impl Mqtt {
             subscribers,
             adopt: adopt_tx,
             early,
+            unsubscribed,
             subacks,
             generation: gen_rx,
             disconnected: Mutex::new(Some(disc_rx)),
             closed,
+            tasks,
             qos,
             _session: session,
         })
@@ -263,9 +279,11 @@ struct EventTask {
     client: AsyncClient,
     subscribers: Arc<Mutex<Subscribers>>,
     early: Early,
+    unsubscribed: Unsubscribed,
     subacks: SubAckWaiters,
     generation: watch::Sender<u64>,
     closed: CancellationToken,
+    tasks: TaskTracker,
     qos: QoS,
 }
 
@@ -331,7 +349,7 @@ impl EventTask {
                         // this loop. Several topics per SUBSCRIBE; each waits
                         // for room in the request channel, so none is lost
                         // however many there are.
-                        tokio::spawn(async move {
+                        self.tasks.spawn(async move {
                             for chunk in topics.chunks(RESUBSCRIBE_CHUNK) {
                                 let filters = chunk.iter().map(|t| rumqttc::SubscribeFilter::new(t.clone(), topic_qos(t, qos)));
                                 if let Err(e) = queue_subscribe(&client, &subacks, &closed, filters.collect()).await {
@@ -353,6 +371,12 @@ impl EventTask {
                     let sinks: Vec<_> = {
                         let subs = self.subscribers.lock().unwrap();
                         let sinks = subs.get(p.topic.as_str()).cloned().unwrap_or_default();
+                        if sinks.is_empty() && self.unsubscribed.lock().unwrap().contains(p.topic.as_str()) {
+                            if at_least_once {
+                                let _ = self.client.try_ack(&p);
+                            }
+                            continue;
+                        }
                         let mut early = self.early.lock().unwrap();
                         // Behind held ones of the same topic, until they are handed over.
                         if at_least_once && (sinks.is_empty() || early.contains_key(p.topic.as_str())) {
@@ -490,6 +514,7 @@ impl Transport for Mqtt {
         self.check_open()?;
         let (first, held) = {
             let mut subs = self.subscribers.lock().unwrap();
+            self.unsubscribed.lock().unwrap().remove(queue);
             let entry = subs.entry(queue.to_owned()).or_default();
             entry.push((inport.clone(), sink.clone()));
             (entry.len() == 1, self.early.lock().unwrap().contains_key(queue))
@@ -511,6 +536,31 @@ impl Transport for Mqtt {
                     return Err(Error::Timeout(Duration::from_secs(30), format!("SUBACK for {queue:?}")));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Forgets those subscribers at once (nothing more is handed to
+    /// them). When the topic has none left, sends UNSUBSCRIBE; a QoS 1
+    /// message still on its way is then acked and dropped.
+    async fn unsubscribe(&self, queue: &str, sink: &mpsc::Sender<Delivery>) -> Result<()> {
+        self.check_open()?;
+        let last = {
+            let mut subs = self.subscribers.lock().unwrap();
+            let Some(list) = subs.get_mut(queue) else { return Ok(()) };
+            list.retain(|(_, s)| !s.same_channel(sink));
+            let last = list.is_empty();
+            if last {
+                subs.remove(queue);
+                self.unsubscribed.lock().unwrap().insert(queue.to_owned());
+                for p in self.early.lock().unwrap().remove(queue).unwrap_or_default() {
+                    let _ = self.client.try_ack(&p);
+                }
+            }
+            last
+        };
+        if last {
+            self.client.unsubscribe(queue).await.map_err(|_| Error::Closed)?;
         }
         Ok(())
     }
@@ -575,6 +625,10 @@ impl Transport for Mqtt {
             }
         }
         self.closed.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await.is_err() {
+            warn!("closing: the MQTT event task did not end within 5 s");
+        }
         Ok(())
     }
 }
