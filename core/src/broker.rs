@@ -45,8 +45,17 @@ pub struct BrokerUrl {
     /// `?qos=1` (MQTT): at-least-once delivery with a persistent session.
     /// 0, the original's QoS, is the default.
     pub qos: u8,
+    /// AMQP connection options from the query, read by lapin's own URI
+    /// parser: `heartbeat`, `frame_max`, `channel_max`,
+    /// `connection_timeout` (ms), `auth_mechanism`.
+    pub amqp_options: lapin::uri::AMQPQueryString,
     raw: String,
 }
+
+/// Query options each scheme understands; any other is refused (a typo
+/// must not be dropped silently).
+const AMQP_OPTIONS: [&str; 5] = ["heartbeat", "frame_max", "channel_max", "connection_timeout", "auth_mechanism"];
+const MQTT_OPTIONS: [&str; 2] = ["heartbeat", "qos"];
 
 /// The URL from the environment, if the user configured one.
 pub fn configured() -> Option<String> {
@@ -117,6 +126,22 @@ impl BrokerUrl {
         let password = url.password().map(percent_decode);
         let mut heartbeat = None;
         let mut qos = 0;
+        let known: &[&str] = match scheme {
+            Scheme::Amqp { .. } => &AMQP_OPTIONS,
+            Scheme::Mqtt { .. } => &MQTT_OPTIONS,
+            Scheme::Memory => &[],
+        };
+        if let Some((k, _)) = url.query_pairs().find(|(k, _)| !known.contains(&k.as_ref())) {
+            return Err(bad(&format!("unknown option {k:?}; this scheme takes {}", if known.is_empty() { "none".to_owned() } else { known.join(", ") })));
+        }
+        let amqp_options = match scheme {
+            Scheme::Amqp { .. } => raw
+                .trim()
+                .parse::<lapin::uri::AMQPUri>()
+                .map_err(|e| bad(&format!("AMQP options: {e}")))?
+                .query,
+            _ => Default::default(),
+        };
         for (k, v) in url.query_pairs() {
             if k == "heartbeat" {
                 let n = v.parse::<u16>().map_err(|_| bad(&format!("heartbeat={v:?}: whole seconds, 0-65535, expected")))?;
@@ -132,6 +157,7 @@ impl BrokerUrl {
         Ok(BrokerUrl {
             heartbeat,
             qos,
+            amqp_options,
             scheme,
             port: url.port().unwrap_or(default_port),
             host,
@@ -183,9 +209,34 @@ mod tests {
         assert_eq!(BrokerUrl::parse("mqtt://h:1884?heartbeat=0").unwrap().heartbeat, Some(0));
         assert_eq!(BrokerUrl::parse("mqtt://h").unwrap().qos, 0);
         assert_eq!(BrokerUrl::parse("mqtt://h?qos=1&heartbeat=5").unwrap().qos, 1);
-        for bad in ["amqp://h?heartbeat=x", "amqp://h?heartbeat=-1", "amqp://h?heartbeat=70000", "amqp://h?heartbeat=", "mqtt://h?qos=2", "mqtt://h?qos="] {
+        for bad in [
+            "amqp://h?heartbeat=x",
+            "amqp://h?heartbeat=-1",
+            "amqp://h?heartbeat=70000",
+            "amqp://h?heartbeat=",
+            "mqtt://h?qos=2",
+            "mqtt://h?qos=",
+            "amqp://h?frame_max=big",
+            "amqp://h?channel_max=-3",
+            "amqp://h?connection_timeout=soon",
+            "amqp://h?auth_mechanism=MAGIC",
+            "amqp://h?heartbeet=5",
+            "amqp://h?qos=1",
+            "mqtt://h?frame_max=4096",
+            "memory://x?heartbeat=1",
+        ] {
             assert!(matches!(BrokerUrl::parse(bad), Err(Error::InvalidUrl { .. })), "{bad}");
         }
+    }
+
+    #[test]
+    fn amqp_options_from_lapins_parser() {
+        let u = BrokerUrl::parse("amqp://h/?frame_max=8192&channel_max=32&connection_timeout=2500&auth_mechanism=external&heartbeat=7").unwrap();
+        let q = &u.amqp_options;
+        assert_eq!((q.frame_max, q.channel_max, q.connection_timeout, q.heartbeat), (Some(8192), Some(32), Some(2500), Some(7)));
+        assert_eq!(q.auth_mechanism.map(|m| m.to_string()), Some("EXTERNAL".to_owned()));
+        assert_eq!(u.heartbeat, Some(7));
+        assert_eq!(BrokerUrl::parse("amqp://h").unwrap().amqp_options, Default::default());
     }
 
     #[test]

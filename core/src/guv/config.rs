@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// Which rule turns observations into a worker count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,7 +223,7 @@ fn canonical(key: &str) -> Option<&'static str> {
 fn key_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other).map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into()),
+        other => yaml_serde::to_string(other).map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into()),
     }
 }
 
@@ -232,7 +232,7 @@ fn key_text(v: &Value) -> String {
 /// with defaults in place of the bad values.
 pub fn parse(text: &str, allowed_extra: &[String]) -> Parsed {
     let mut problems = Vec::new();
-    let top: Value = match serde_yaml::from_str(text) {
+    let top: Value = match yaml_serde::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             problems.push(Problem { role: "*".into(), severity: Severity::Error, message: format!("not YAML/JSON: {e}") });

@@ -159,6 +159,9 @@ fn amqp_uri(url: &BrokerUrl) -> lapin::uri::AMQPUri {
         uri.authority.userinfo.password = p.clone();
     }
     uri.vhost = url.vhost.clone();
+    // frame_max, channel_max, connection_timeout, auth_mechanism as lapin
+    // read them; the heartbeat defaults to ours.
+    uri.query = url.amqp_options.clone();
     // The client's proposal; RabbitMQ takes the lower of its own and ours.
     uri.query.heartbeat = Some(url.heartbeat.unwrap_or(crate::broker::DEFAULT_AMQP_HEARTBEAT));
     uri

@@ -29,7 +29,7 @@ fn is_amqp(url: &str) -> bool {
 /// (lists of ports with `id` are accepted too). `#ROLE` in queue names is
 /// replaced by the role.
 pub fn foreign_definition(yaml: &str, role: &str) -> Result<Definition, String> {
-    let v: serde_json::Value = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+    let v: serde_json::Value = yaml_serde::from_str(yaml).map_err(|e| e.to_string())?;
     let obj = v.as_object().ok_or("the file does not hold a mapping")?;
     let component = obj.get("component").and_then(|c| c.as_str()).ok_or(".component is not defined")?;
     let mut def = Definition::new(component);
