@@ -1,10 +1,18 @@
 'use strict';
+// The native addon: msgflo.node when built in the source repository, else
+// the prebuilt one for this platform that a packed tarball carries.
+const fs = require('fs');
 const path = require('path');
+const { prebuiltName } = require('./platform');
+
+const root = path.join(__dirname, '..');
+const built = path.join(root, 'msgflo.node');
+const file = fs.existsSync(built) ? built : path.join(root, prebuiltName());
 let addon;
 try {
-  addon = require(path.join(__dirname, '..', 'msgflo.node'));
+  addon = require(file);
 } catch (e) {
-  e.message = 'msgflo: native addon not built (run `npm install` in the package, needs cargo): ' + e.message;
+  e.message = `msgflo: cannot load the native addon ${path.basename(file)} (in the source repository run \`npm install\` in node/, which needs cargo): ` + e.message;
   throw e;
 }
 module.exports = addon;
