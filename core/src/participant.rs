@@ -548,6 +548,17 @@ mod tests {
             .outport(PortDef::new("error"))
     }
 
+    /// Deadline for a test's wait on a condition: a bug fails the test
+    /// instead of hanging it. Only an upper bound, never a pacing delay.
+    const WAIT: Duration = Duration::from_secs(10);
+
+    async fn within<T>(what: &str, wait: impl Future<Output = T>) -> T {
+        match tokio::time::timeout(WAIT, wait).await {
+            Ok(v) => v,
+            Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+        }
+    }
+
     async fn start(name: &str, role: &str) -> Participant {
         let opts = Options { heartbeat: Some(Duration::from_secs(3600)), ..Options::broker(format!("memory://{name}")) };
         Participant::start(&repeat_def(), role, opts).await.unwrap()
@@ -575,14 +586,18 @@ mod tests {
         let serving = tokio::spawn(async move {
             p2.serve(|m| async move { Ok(vec![("out".to_string(), m.payload)]) }).await
         });
-        let mut got = Vec::new();
-        while got.len() < 2 {
-            if let Some(b) = broker.take("sink") {
-                got.push(b);
-            } else {
-                tokio::task::yield_now().await;
+        let got = within("both messages to reach rep.OUT", async {
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                if let Some(b) = broker.take("sink") {
+                    got.push(b);
+                } else {
+                    tokio::task::yield_now().await;
+                }
             }
-        }
+            got
+        })
+        .await;
         assert_eq!(got, vec![b"{\"x\":1}".to_vec(), vec![0xff, 0xfe]]);
         p.stop().await.unwrap();
         serving.await.unwrap().unwrap();
@@ -659,14 +674,17 @@ mod tests {
         for i in 0..200 {
             broker.publish(&Target::Queue("rep.IN".into()), i.to_string().as_bytes());
         }
-        let mut n = 0;
-        while n < 200 {
-            for d in p.recv_batch_timeout(64, Duration::from_secs(5)).await {
-                let out = d.payload().clone();
-                p.complete_in_order(Arc::new(d), Ok(vec![("out".into(), out)]));
-                n += 1;
+        within("all 200 deliveries to be received", async {
+            let mut n = 0;
+            while n < 200 {
+                for d in p.recv_batch_timeout(64, Duration::from_secs(5)).await {
+                    let out = d.payload().clone();
+                    p.complete_in_order(Arc::new(d), Ok(vec![("out".into(), out)]));
+                    n += 1;
+                }
             }
-        }
+        })
+        .await;
         p.stop().await.unwrap();
         let got: Vec<Vec<u8>> = std::iter::from_fn(|| broker.take("sink")).collect();
         let want: Vec<Vec<u8>> = (0..200).map(|i: i32| i.to_string().into_bytes()).collect();
@@ -710,12 +728,15 @@ mod tests {
             })
             .await
         });
-        let ok = loop {
-            if let Some(b) = broker.take("sink") {
-                break b;
+        let ok = within("the message after the panicking one to reach rep.OUT", async {
+            loop {
+                if let Some(b) = broker.take("sink") {
+                    break b;
+                }
+                tokio::task::yield_now().await;
             }
-            tokio::task::yield_now().await;
-        };
+        })
+        .await;
         assert_eq!(ok, b"\"fine\"");
         assert_eq!(broker.take("dead").unwrap(), b"\"panic\"");
         p.stop().await.unwrap();
@@ -733,9 +754,12 @@ mod tests {
         let first = p.recv().await.unwrap();
         first.ack().unwrap();
         // Let the consumer move the rest into the participant's buffer.
-        while broker.queue_len("rep.IN") != Some(0) {
-            tokio::task::yield_now().await;
-        }
+        within("the consumer to drain rep.IN into the participant's buffer", async {
+            while broker.queue_len("rep.IN") != Some(0) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
         p.stop().await.unwrap();
         assert!(p.recv().await.is_none());
         assert_eq!(broker.queue_len("rep.IN"), Some(4), "unhandled messages are back in the queue");

@@ -8,8 +8,9 @@
 //!
 //! Errors cross as `rust::Error` whose message starts with the core's code,
 //! `"[UNKNOWN_PORT] ..."`; `msgflo.cpp` turns them into `msgflo::Error`
-//! (a `std::runtime_error`) with `code()`. Codes: every `ErrorCode::as_str`.
-//! A panic in here is caught and becomes an error, never an abort.
+//! (a `std::runtime_error`) with `code()`. Codes: every `ErrorCode::as_str`,
+//! and `INTERNAL`: a panic in here is caught (`guard`, around the body of
+//! every entry point) and becomes an error, never an abort.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -44,28 +45,28 @@ mod ffi {
         type CoreDelivery;
 
         fn connect(definition: &DefinitionArg, role: &str, broker: &str, prefetch: u16) -> Result<Box<CoreParticipant>>;
-        fn resolve_broker(url: &str) -> String;
-        fn default_prefetch() -> u16;
+        fn resolve_broker(url: &str) -> Result<String>;
+        fn default_prefetch() -> Result<u16>;
         fn listen_stop_signals() -> Result<()>;
         fn wait_stop_signal(timeout_ms: u32) -> Result<bool>;
         fn announce(self: &CoreParticipant) -> Result<()>;
-        fn discovery(self: &CoreParticipant) -> String;
-        fn id(self: &CoreParticipant) -> String;
-        fn queue(self: &CoreParticipant, inport: bool, port: &str) -> String;
-        fn broker(self: &CoreParticipant) -> String;
-        fn stopped(self: &CoreParticipant) -> bool;
+        fn discovery(self: &CoreParticipant) -> Result<String>;
+        fn id(self: &CoreParticipant) -> Result<String>;
+        fn queue(self: &CoreParticipant, inport: bool, port: &str) -> Result<String>;
+        fn broker(self: &CoreParticipant) -> Result<String>;
+        fn stopped(self: &CoreParticipant) -> Result<bool>;
         fn recv_batch(self: &CoreParticipant, max: usize, timeout_ms: u32) -> Result<Box<CoreBatch>>;
         fn send(self: &CoreParticipant, port: &str, payload: &[u8]) -> Result<()>;
         fn send_json(self: &CoreParticipant, port: &str, json: &str) -> Result<()>;
         fn fail(self: &CoreParticipant, delivery: &CoreDelivery, error: &str) -> Result<()>;
         fn stop(self: &CoreParticipant) -> Result<()>;
 
-        fn len(self: &CoreBatch) -> usize;
-        fn take(self: &mut CoreBatch, i: usize) -> Box<CoreDelivery>;
+        fn len(self: &CoreBatch) -> Result<usize>;
+        fn take(self: &mut CoreBatch, i: usize) -> Result<Box<CoreDelivery>>;
 
-        fn inport(self: &CoreDelivery) -> &str;
-        fn payload(self: &CoreDelivery) -> &[u8];
-        fn settled(self: &CoreDelivery) -> bool;
+        fn inport(self: &CoreDelivery) -> Result<&str>;
+        fn payload(self: &CoreDelivery) -> Result<&[u8]>;
+        fn settled(self: &CoreDelivery) -> Result<bool>;
         fn ack(self: &CoreDelivery) -> Result<()>;
         fn nack(self: &CoreDelivery) -> Result<()>;
     }
@@ -80,6 +81,10 @@ fn err(e: msgflo::Error) -> String {
 }
 
 /// Run `f`, turning a panic into an error so it never unwinds into C++.
+/// Every entry point of the bridge runs its body in here (cxx itself
+/// would abort the process on a panic), which is why even the accessors
+/// return `Result`. Nothing here calls back into C++: C++ exceptions
+/// (handlers) are caught on the C++ side and never cross Rust frames.
 fn guard<T>(f: impl FnOnce() -> Res<T>) -> Res<T> {
     catch_unwind(AssertUnwindSafe(f))
         .unwrap_or_else(|p| Err(format!("[INTERNAL] msgflo panicked: {}", msgflo::runtime::panic_message(&*p))))
@@ -131,12 +136,12 @@ fn connect(def: &ffi::DefinitionArg, role: &str, broker: &str, prefetch: u16) ->
 }
 
 /// The broker URL the core uses for `url` (empty: from the environment).
-fn resolve_broker(url: &str) -> String {
-    msgflo::broker::resolve(given(url).as_deref())
+fn resolve_broker(url: &str) -> Res<String> {
+    guard(|| Ok(msgflo::broker::resolve(given(url).as_deref())))
 }
 
-fn default_prefetch() -> u16 {
-    msgflo::transport::DEFAULT_PREFETCH
+fn default_prefetch() -> Res<u16> {
+    guard(|| Ok(msgflo::transport::DEFAULT_PREFETCH))
 }
 
 /// Becomes true at the first SIGTERM or SIGINT once listening started.
@@ -178,27 +183,29 @@ impl CoreParticipant {
         guard(|| runtime().block_on(self.inner.announce()).map_err(err))
     }
 
-    fn discovery(&self) -> String {
-        self.inner.info().discovery_payload().to_string()
+    fn discovery(&self) -> Res<String> {
+        guard(|| Ok(self.inner.info().discovery_payload().to_string()))
     }
 
-    fn broker(&self) -> String {
-        self.inner.transport().describe()
+    fn broker(&self) -> Res<String> {
+        guard(|| Ok(self.inner.transport().describe()))
     }
 
-    fn id(&self) -> String {
-        self.inner.info().id.clone()
+    fn id(&self) -> Res<String> {
+        guard(|| Ok(self.inner.info().id.clone()))
     }
 
     /// The queue of a port ("" for hidden or unknown ports).
-    fn queue(&self, inport: bool, port: &str) -> String {
-        let info = self.inner.info();
-        let p = if inport { info.inport(port) } else { info.outport(port) };
-        p.and_then(|p| p.queue.clone()).unwrap_or_default()
+    fn queue(&self, inport: bool, port: &str) -> Res<String> {
+        guard(|| {
+            let info = self.inner.info();
+            let p = if inport { info.inport(port) } else { info.outport(port) };
+            Ok(p.and_then(|p| p.queue.clone()).unwrap_or_default())
+        })
     }
 
-    fn stopped(&self) -> bool {
-        self.inner.is_stopped()
+    fn stopped(&self) -> Res<bool> {
+        guard(|| Ok(self.inner.is_stopped()))
     }
 
     fn recv_batch(&self, max: usize, timeout_ms: u32) -> Res<Box<CoreBatch>> {
@@ -225,8 +232,10 @@ impl CoreParticipant {
     /// A handler failed on `delivery`: nack (unless it settled it itself)
     /// and the error-port rule, as the core's `Participant::complete`.
     fn fail(&self, delivery: &CoreDelivery, error: &str) -> Res<()> {
-        let failure = Err(msgflo::Failure::new(error));
-        guard(|| runtime().block_on(self.inner.complete(&delivery.inner, failure)).map_err(err))
+        guard(|| {
+            let failure = Err(msgflo::Failure::new(error));
+            runtime().block_on(self.inner.complete(&delivery.inner, failure)).map_err(err)
+        })
     }
 
     fn stop(&self) -> Res<()> {
@@ -235,35 +244,38 @@ impl CoreParticipant {
 }
 
 impl CoreBatch {
-    fn len(&self) -> usize {
-        self.items.len()
+    fn len(&self) -> Res<usize> {
+        guard(|| Ok(self.items.len()))
     }
 
     /// Take item `i` (each once; the C++ side takes them in order).
-    fn take(&mut self, i: usize) -> Box<CoreDelivery> {
-        let inner = self.items[i].take().expect("each delivery is taken once");
-        Box::new(CoreDelivery { inner })
+    fn take(&mut self, i: usize) -> Res<Box<CoreDelivery>> {
+        guard(|| {
+            let item = self.items.get_mut(i).ok_or_else(|| format!("[INTERNAL] no delivery {i} in the batch"))?;
+            let inner = item.take().ok_or_else(|| format!("[INTERNAL] delivery {i} was taken already"))?;
+            Ok(Box::new(CoreDelivery { inner }))
+        })
     }
 }
 
 impl CoreDelivery {
-    fn inport(&self) -> &str {
-        self.inner.inport()
+    fn inport(&self) -> Res<&str> {
+        guard(|| Ok(self.inner.inport()))
     }
 
-    fn payload(&self) -> &[u8] {
-        self.inner.payload().as_bytes()
+    fn payload(&self) -> Res<&[u8]> {
+        guard(|| Ok(self.inner.payload().as_bytes()))
     }
 
-    fn settled(&self) -> bool {
-        self.inner.is_settled()
+    fn settled(&self) -> Res<bool> {
+        guard(|| Ok(self.inner.is_settled()))
     }
 
     fn ack(&self) -> Res<()> {
-        self.inner.ack().map_err(err)
+        guard(|| self.inner.ack().map_err(err))
     }
 
     fn nack(&self) -> Res<()> {
-        self.inner.nack().map_err(err)
+        guard(|| self.inner.nack().map_err(err))
     }
 }

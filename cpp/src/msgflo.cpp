@@ -26,6 +26,17 @@ Error translate(const rust::Error &e) {
     return Error("ERROR", what);
 }
 
+// Call into the bridge, its rust::Error (an error of the core, or a panic
+// caught there as INTERNAL) thrown as msgflo::Error.
+template <class F>
+auto call(F f) -> decltype(f()) {
+    try {
+        return f();
+    } catch (const rust::Error &e) {
+        throw translate(e);
+    }
+}
+
 bool listed(const std::vector<std::string> &ids, const std::string &id) {
     for (std::size_t i = 0; i < ids.size(); ++i)
         if (ids[i] == id) return true;
@@ -62,26 +73,28 @@ rust::Str str(const std::string &s) { return rust::Str(s.data(), s.size()); }
 class CoreMessage : public Message {
 public:
     explicit CoreMessage(rust::Box<ffi::CoreDelivery> d) : d_(std::move(d)) {}
-    std::string port() const override { return std::string(d_->inport()); }
+    std::string port() const override {
+        return std::string(call([this] { return d_->inport(); }));
+    }
     std::string asString() const override {
-        rust::Slice<const uint8_t> p = d_->payload();
+        rust::Slice<const uint8_t> p = payload();
         return std::string(reinterpret_cast<const char *>(p.data()), p.size());
     }
     void data(const char **data, uint64_t *length) const override {
-        rust::Slice<const uint8_t> p = d_->payload();
+        rust::Slice<const uint8_t> p = payload();
         *data = reinterpret_cast<const char *>(p.data());
         *length = p.size();
     }
-    void ack() override {
-        try { d_->ack(); } catch (const rust::Error &e) { throw translate(e); }
-    }
-    void nack() override {
-        try { d_->nack(); } catch (const rust::Error &e) { throw translate(e); }
-    }
-    bool settled() const override { return d_->settled(); }
+    void ack() override { call([this] { d_->ack(); }); }
+    void nack() override { call([this] { d_->nack(); }); }
+    bool settled() const override { return call([this] { return d_->settled(); }); }
     const ffi::CoreDelivery &delivery() const { return *d_; }
 
 private:
+    rust::Slice<const uint8_t> payload() const {
+        return call([this] { return d_->payload(); });
+    }
+
     rust::Box<ffi::CoreDelivery> d_;
 };
 
@@ -89,11 +102,16 @@ class ParticipantImpl : public Participant {
 public:
     ParticipantImpl(const Definition &def, MessageHandler handler, const EngineConfig &config)
         : core_(connect(def, config)), def_(def), handler_(handler) {
-        def_.id = std::string(core_->id());
-        for (std::size_t i = 0; i < def_.inports.size(); ++i)
-            def_.inports[i].queue = std::string(core_->queue(true, str(def_.inports[i].id)));
-        for (std::size_t i = 0; i < def_.outports.size(); ++i)
-            def_.outports[i].queue = std::string(core_->queue(false, str(def_.outports[i].id)));
+        const ffi::CoreParticipant &core = *core_;
+        def_.id = std::string(call([&] { return core.id(); }));
+        for (std::size_t i = 0; i < def_.inports.size(); ++i) {
+            const std::string &id = def_.inports[i].id;
+            def_.inports[i].queue = std::string(call([&] { return core.queue(true, str(id)); }));
+        }
+        for (std::size_t i = 0; i < def_.outports.size(); ++i) {
+            const std::string &id = def_.outports[i].id;
+            def_.outports[i].queue = std::string(call([&] { return core.queue(false, str(id)); }));
+        }
     }
 
     void send(const std::string &port, const std::string &payload) override {
@@ -101,19 +119,13 @@ public:
     }
 
     void send(const std::string &port, const char *data, uint64_t length) override {
-        try {
+        call([&] {
             core_->send(str(port), rust::Slice<const uint8_t>(reinterpret_cast<const uint8_t *>(data), length));
-        } catch (const rust::Error &e) {
-            throw translate(e);
-        }
+        });
     }
 
     void sendJson(const std::string &port, const std::string &json) override {
-        try {
-            core_->send_json(str(port), str(json));
-        } catch (const rust::Error &e) {
-            throw translate(e);
-        }
+        call([&] { core_->send_json(str(port), str(json)); });
     }
 
     void onMessage(MessageHandler handler) override {
@@ -122,38 +134,40 @@ public:
     }
 
     const Definition &definition() const override { return def_; }
-    std::string discovery() const override { return std::string(core_->discovery()); }
+    std::string discovery() const override { return std::string(call([this] { return core_->discovery(); })); }
 
-    void announce() {
-        try { core_->announce(); } catch (const rust::Error &e) { throw translate(e); }
-    }
+    void announce() { call([this] { core_->announce(); }); }
 
-    std::string broker() const { return std::string(core_->broker()); }
+    std::string broker() const { return std::string(call([this] { return core_->broker(); })); }
 
-    // Handle messages until `stopping`. Runs on an Engine-owned thread.
-    void serve(const std::atomic<bool> &stopping) {
-        while (!stopping.load()) {
-            rust::Box<ffi::CoreBatch> batch = core_->recv_batch(64, 200);
-            for (std::size_t i = 0; i < batch->len(); ++i) {
-                CoreMessage msg(batch->take(i));
-                if (stopping.load()) continue; // dropped unsettled: requeued
-                handle(msg);
+    // Handle messages until `stopping`. Runs on an Engine-owned thread, so
+    // it throws nothing: an error of the bridge (an internal one: a panic
+    // caught in the core) is returned, for launch() to throw.
+    std::shared_ptr<Error> serve(const std::atomic<bool> &stopping) {
+        try {
+            while (!stopping.load()) {
+                rust::Box<ffi::CoreBatch> batch = call([this] { return core_->recv_batch(64, 200); });
+                std::size_t n = call([&] { return batch->len(); });
+                for (std::size_t i = 0; i < n; ++i) {
+                    CoreMessage msg(call([&] { return batch->take(i); }));
+                    if (stopping.load()) continue; // dropped unsettled: requeued
+                    handle(msg);
+                }
+                if (call([this] { return core_->stopped(); })) return nullptr;
             }
-            if (core_->stopped()) return;
+            return nullptr;
+        } catch (const Error &e) {
+            return std::make_shared<Error>(e);
+        } catch (const std::exception &e) { // e.g. std::bad_alloc
+            return std::make_shared<Error>("INTERNAL", e.what());
         }
     }
 
-    void stop() {
-        try { core_->stop(); } catch (const rust::Error &e) { throw translate(e); }
-    }
+    void stop() { call([this] { core_->stop(); }); }
 
 private:
     static rust::Box<ffi::CoreParticipant> connect(const Definition &def, const EngineConfig &config) {
-        try {
-            return ffi::connect(definitionArg(def), str(def.role), str(config.url()), config.prefetch());
-        } catch (const rust::Error &e) {
-            throw translate(e);
-        }
+        return call([&] { return ffi::connect(definitionArg(def), str(def.role), str(config.url()), config.prefetch()); });
     }
 
     void handle(CoreMessage &msg) {
@@ -218,9 +232,18 @@ public:
         }
         for (std::size_t i = 0; i < ps.size(); ++i) ps[i]->announce();
         std::vector<std::thread> threads;
+        std::mutex failed;
+        std::shared_ptr<Error> failure;
         for (std::size_t i = 0; i < ps.size(); ++i) {
             ParticipantImpl *p = ps[i];
-            threads.push_back(std::thread([this, p]() { p->serve(stopping_); }));
+            threads.push_back(std::thread([this, p, &failed, &failure]() {
+                std::shared_ptr<Error> e = p->serve(stopping_);
+                if (!e) return;
+                std::fprintf(stderr, "msgflo: serving failed: %s\n", e->what());
+                std::lock_guard<std::mutex> lock(failed);
+                if (!failure) failure = e;
+                stopping_ = true; // every participant stops, launch() throws
+            }));
         }
         if (on_signals_) {
             // Polls in slices so that it ends with launch() when stop()
@@ -237,19 +260,21 @@ public:
         }
         for (std::size_t i = 0; i < threads.size(); ++i) threads[i].join();
         for (std::size_t i = 0; i < ps.size(); ++i) ps[i]->stop();
+        if (failure) throw *failure;
     }
 
     void stop() override { stopping_ = true; }
 
     void stopOnSignals() override {
-        try { ffi::listen_stop_signals(); } catch (const rust::Error &e) { throw translate(e); }
+        call([] { ffi::listen_stop_signals(); });
         on_signals_ = true;
     }
 
     std::string broker() const override {
         std::lock_guard<std::mutex> lock(mutex_);
-        return participants_.empty() ? std::string(ffi::resolve_broker(str(config_.url())))
-                                     : participants_.front()->broker();
+        if (!participants_.empty()) return participants_.front()->broker();
+        const std::string &url = config_.url();
+        return std::string(call([&] { return ffi::resolve_broker(str(url)); }));
     }
 
 private:
@@ -262,7 +287,7 @@ private:
 
 } // namespace
 
-EngineConfig::EngineConfig() : prefetch_(ffi::default_prefetch()) {}
+EngineConfig::EngineConfig() : prefetch_(call([] { return ffi::default_prefetch(); })) {}
 
 EngineConfig &EngineConfig::url(const std::string &url) {
     url_ = url;

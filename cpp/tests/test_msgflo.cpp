@@ -86,9 +86,13 @@ struct Rig {
             (m->port() == "out" ? out : errors).push(m->asString());
             m->ack();
         });
+        // No pause before sending: registerParticipant() returns once the
+        // ports are declared and subscribed (AMQP: queues bound, consumers
+        // on; MQTT: SUBACK received), and what arrives before launch()
+        // serves waits in the core for it. The tests send straight away
+        // and so check that; every wait for a result is Inbox::waitFor,
+        // with a deadline.
         launcher = std::thread([this] { engine->launch(); });
-        // launch() announces, then serves; give MQTT subscriptions a moment.
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
     ~Rig() {
         engine->stop();

@@ -101,14 +101,25 @@ test('Promise API: for await, explicit ack, Buffers; second ack throws', async (
 });
 
 test('the event loop keeps running while the core waits', async () => {
-  const p = await msgflo.connect(repeatDef, unique('jsloop'), { broker: MQTT });
-  let ticks = 0;
-  const timer = setInterval(() => { ticks++; }, 10);
-  const batch = await p.recvBatch(10, 500);
-  clearInterval(timer);
-  await p.stop();
-  assert.strictEqual(batch.length, 0);
-  assert.ok(ticks >= 20, `timers ran while waiting (${ticks})`);
+  // A timer, which runs only after recvBatch() has been called, sends the
+  // message that ends the wait. Were the event loop blocked while the core
+  // waits, the timer could not run until recvBatch gave up at its deadline,
+  // with an empty batch.
+  const role = unique('jsloop');
+  const p = await msgflo.connect(repeatDef, role, { broker: MQTT });
+  const t = await tap(MQTT, `${role}.OUT`);
+  try {
+    let sent = null;
+    setTimeout(() => { sent = t.send(`${role}.IN`, 'wake'); }, 0);
+    const batch = await p.recvBatch(1, 10000);
+    assert.ok(sent, 'the timer ran while recvBatch waited');
+    await sent;
+    assert.deepStrictEqual(batch.map((m) => m.data), ['wake']);
+    batch[0].ack();
+  } finally {
+    await t.close();
+    await p.stop();
+  }
 });
 
 for (const [name, broker] of BROKERS) {

@@ -3,6 +3,7 @@ loopback; scripts/setup starts them). Names are unique per test."""
 
 import json
 import os
+import time
 import uuid
 
 import pytest
@@ -50,6 +51,50 @@ class Driver(object):
 
     def stop(self):
         self.core.stop()
+
+
+class PikaDriver(object):
+    """The Driver's interface on an independent AMQP client (pika, not the
+    code under test): publishes to the participant's inport exchange, and
+    reads its outports through private queues bound to their exchanges
+    (which the participant declared: they must exist). Dead-letter
+    exchanges (dead-*) are declared here, as their observer does."""
+
+    def __init__(self, role, inq, outqs):
+        import pika
+
+        self.conn = pika.BlockingConnection(pika.URLParameters(AMQP))
+        self.ch = self.conn.channel()
+        self.inq = inq
+        self.taps = {}
+        for x in outqs:
+            if x.startswith("dead-"):
+                self.ch.exchange_declare(x, exchange_type="fanout", durable=True)
+            self.taps[x] = self.ch.queue_declare("", exclusive=True).method.queue
+            self.ch.queue_bind(self.taps[x], x)
+
+    def send(self, payload):
+        self.ch.basic_publish(self.inq, "", payload)
+
+    def receive(self, queue, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            method, _props, body = self.ch.basic_get(self.taps[queue], auto_ack=True)
+            if method is not None:
+                return body
+            assert time.monotonic() < deadline, "nothing arrived on %s within %ss" % (queue, timeout)
+            self.conn.sleep(0.02)  # polling; the timeout is only the deadline
+
+    def stop(self):
+        self.conn.close()
+
+
+def observer(broker, role, inq, outqs):
+    """A Driver independent of msgflo where there is one: pika on AMQP.
+    MQTT has no independent client installed: msgflo's own Driver there."""
+    if broker.startswith("amqp"):
+        return PikaDriver(role, inq, outqs)
+    return Driver(broker, role, inq, outqs)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import msgflo
-from conftest import AMQP, EXAMPLES, MQTT, Driver, role_names, unique
+from conftest import AMQP, EXAMPLES, MQTT, Driver, PikaDriver, observer, role_names, unique
 
 
 class Repeat(msgflo.Participant):
@@ -48,7 +48,7 @@ def test_repeat_json_text_binary(broker, cleanup):
     cleanup(role_names(role, "in", "out"))
     engine = start(Repeat, broker, role)
     assert engine.participant.definition["inports"][0]["queue"] == role + ".IN"
-    drv = Driver(broker, role, role + ".IN", [role + ".OUT"])
+    drv = observer(broker, role, role + ".IN", [role + ".OUT"])
     try:
         drv.send(b'{"a": [1, 2.5, "x"]}')
         assert json.loads(drv.receive(role + ".OUT")) == {"a": [1, 2.5, "x"]}
@@ -65,19 +65,13 @@ def test_exception_nacks_sends_error_and_keeps_running(cleanup):
     role = unique("pypicky")
     cleanup(role_names(role, "in", "out", "error") + ["dead-" + role + ".IN"])
     engine = start(Picky, AMQP, role)
-    drv = Driver(AMQP, role, role + ".IN", [role + ".OUT", role + ".ERROR", "dead-" + role + ".IN"])
+    drv = PikaDriver(role, role + ".IN", [role + ".OUT", role + ".ERROR", "dead-" + role + ".IN"])
     try:
         drv.send(b'"not a number"')
         drv.send(b"21")
-        got = {}
-        for _ in range(3):
-            batch = drv.core.recv_batch(1, 10.0)
-            assert batch
-            got[batch[0].inport] = batch[0].payload
-            batch[0].ack()
-        assert got["o0"] == b"42"
-        assert got["o1"] == b'{"error":"division by zero"}'  # the core's body: str(exception)
-        assert got["o2"] == b'"not a number"'  # nacked: dead-lettered
+        assert drv.receive(role + ".OUT") == b"42"
+        assert drv.receive(role + ".ERROR") == b'{"error":"division by zero"}'  # the core's body: str(exception)
+        assert drv.receive("dead-" + role + ".IN") == b'"not a number"'  # nacked: dead-lettered
     finally:
         drv.stop()
         engine.stop()
@@ -117,7 +111,7 @@ def test_second_ack_is_an_error_not_a_crash(broker, cleanup):
             self.send("out", msg.data)
 
     engine = start(Twice, broker, role)
-    drv = Driver(broker, role, role + ".IN", [role + ".OUT"])
+    drv = observer(broker, role, role + ".IN", [role + ".OUT"])
     try:
         drv.send(b"1")
         assert drv.receive(role + ".OUT") == b"1"
@@ -165,7 +159,7 @@ def test_process_readiness_line_and_sigterm(how, broker, cleanup):
     try:
         line = proc.stdout.readline().decode()
         assert role in line and "PythonRepeat" in line, line
-        drv = Driver(broker, role, role + ".IN", [role + ".OUT"])
+        drv = observer(broker, role, role + ".IN", [role + ".OUT"])
         drv.send(b'{"n": 1}')
         assert json.loads(drv.receive(role + ".OUT")) == {"n": 1}
         drv.stop()
@@ -200,25 +194,34 @@ def test_engine_is_a_context_manager():
 
 
 def test_gil_released_while_waiting(cleanup):
+    """Another Python thread sends the message that ends recv_batch's wait.
+    With a switch interval longer than the test, that thread gets the GIL
+    only when this one releases it: were it held while recv_batch waits,
+    the thread could not send until recv_batch gave up at its deadline
+    with an empty batch."""
     role = unique("pygil")
     cleanup(role_names(role, "in", "out"))
     engine = msgflo.Engine(Repeat(role), broker=MQTT)
-    stop = threading.Event()
-    count = [0]
+    drv = Driver(MQTT, role, role + ".IN", [])
+    waiting = threading.Event()
 
-    def spin():
-        while not stop.is_set():
-            count[0] += 1
+    def send_while_waiting():
+        waiting.wait()
+        drv.send(b'"wake"')
 
-    t = threading.Thread(target=spin)
+    interval = sys.getswitchinterval()
+    t = threading.Thread(target=send_while_waiting)
     t.start()
-    before = count[0]
-    assert engine.core.recv_batch(10, 0.5) == []
-    during = count[0] - before
-    stop.set()
-    t.join()
-    engine.stop()
-    assert during > 10000, "other Python threads ran while recv_batch waited (%d)" % during
+    sys.setswitchinterval(1000.0)
+    try:
+        waiting.set()
+        batch = engine.core.recv_batch(1, 10.0)
+    finally:
+        sys.setswitchinterval(interval)
+        t.join()
+        drv.stop()
+        engine.stop()
+    assert [d.payload for d in batch] == [b'"wake"'], "the other thread did not run while recv_batch waited"
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() only")
@@ -338,7 +341,7 @@ def test_sigterm_finishes_the_message_being_handled(cleanup):
     proc = _spawn([sys.executable, "-c", SIGTERM_IN_PROCESS, role], AMQP)
     try:
         assert role in proc.stdout.readline().decode()
-        drv = Driver(AMQP, role, role + ".IN", [role + ".OUT"])
+        drv = PikaDriver(role, role + ".IN", [role + ".OUT"])
         try:
             drv.send(b"1")
             assert json.loads(drv.receive(role + ".OUT")) == {"finished": 1}

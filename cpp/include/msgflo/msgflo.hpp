@@ -135,7 +135,9 @@ public:
     virtual Participant *registerParticipant(const Definition &definition) = 0;
     virtual Participant *registerParticipant(const Definition &definition, MessageHandler handler) = 0;
     // Announce every participant and run their handlers; blocks until
-    // stop(). Throws msgflo::Error if announcing fails.
+    // stop(). Throws msgflo::Error if announcing fails, or if serving
+    // fails (code "INTERNAL": a bug caught in the core), after stopping
+    // every participant.
     virtual void launch() = 0;
     // Make launch() return: the message being handled is finished,
     // unhandled ones go back to the queue, outputs are flushed.
