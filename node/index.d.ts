@@ -112,4 +112,7 @@ export class AsyncParticipant implements AsyncIterable<Message> {
 }
 
 export function connect(definition: Definition, role: string, options?: ParticipantOptions & { broker?: string; announce?: boolean }): Promise<AsyncParticipant>;
+/** Which of the core's log lines reach `console` (as "msgflo.transport.amqp WARN ..."):
+ *  'error', 'warn' (the default), 'info', 'debug', 'trace'; none: RUST_LOG, else info.
+ *  An unknown level throws an Error with `code`. */
 export function initLogging(level?: string): void;

@@ -10,6 +10,7 @@ const transport = require('./lib/transport');
 const modern = require('./lib/modern');
 const { Message } = require('./lib/message');
 const native = require('./lib/native');
+const errors = require('./lib/errors');
 
 module.exports = {
   participant,
@@ -18,5 +19,6 @@ module.exports = {
   connect: modern.connect,
   AsyncParticipant: modern.AsyncParticipant,
   Message,
-  initLogging: native.initLogging,
+  // Which of the core's log lines reach console: 'debug', 'info', 'warn' (default), ...
+  initLogging: (level) => errors.call(() => native.initLogging(level)),
 };

@@ -24,6 +24,7 @@
 //!   (`recv_batch`, `send`, ack/nack) and the handler API (`serve`).
 //! - [`runtime`]: the one tokio runtime for hosts (Python, C++), fork guard.
 //! - [`seconds`]: seconds given by people, checked into durations.
+//! - [`logs`]: the core's log lines handed to a host language's logging.
 //! - [`graph`]: graphs from the `.fbp` DSL and the JSON format, and
 //!   [`library`]: how to start a participant for a component.
 //! - `coordinator` (feature `coordinator`, on by default): discovery
@@ -53,6 +54,7 @@ pub mod graph;
 #[cfg(feature = "coordinator")]
 pub mod guv;
 pub mod library;
+pub mod logs;
 pub mod message;
 pub mod participant;
 pub mod runtime;

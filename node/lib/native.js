@@ -15,4 +15,13 @@ try {
   e.message = `msgflo: cannot load the native addon ${path.basename(file)} (in the source repository run \`npm install\` in node/, which needs cargo): ` + e.message;
   throw e;
 }
+
+// The core's log lines go to `console` (warn and error to stderr), as
+// "msgflo.transport.amqp WARN lost connection ...": warnings and errors by
+// default, or what RUST_LOG says; msgflo.initLogging('info') shows more.
+const method = { error: 'error', warn: 'warn', info: 'info', debug: 'debug', trace: 'debug' };
+addon.forwardLogs(process.env.RUST_LOG ? null : 'warn', ({ level, logger, message }) => {
+  console[method[level] || 'log'](`${logger} ${level.toUpperCase()} ${message}`);
+});
+
 module.exports = addon;

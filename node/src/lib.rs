@@ -15,13 +15,37 @@ mod message;
 mod participant;
 mod transport;
 
-/// Send core logs (tracing) to stderr; `level` like "info", else RUST_LOG.
+/// One of the core's log lines, for JS.
+#[napi_derive::napi(object)]
+pub struct LogLine {
+    /// "error", "warn", "info", "debug" or "trace".
+    pub level: String,
+    /// The core's module: "msgflo.transport.amqp".
+    pub logger: String,
+    pub message: String,
+}
+
+/// A JS function that gets the core's log lines.
+type LogSink = napi::threadsafe_function::ThreadsafeFunction<LogLine, (), LogLine, napi::Status, false, true>;
+
+/// Hand the core's log lines at `level` and above (none: RUST_LOG, else
+/// info) to `deliver({level, logger, message})` from now on; lib/native.js
+/// passes one that writes to `console`. Weak: it never keeps Node running.
+/// `false` when a tracing subscriber was installed before.
 #[napi_derive::napi(catch_unwind)]
-pub fn init_logging(level: Option<String>) {
-    let filter = match level {
-        Some(l) => tracing_subscriber::EnvFilter::new(format!("msgflo={l}")),
-        None => tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("msgflo=warn")),
-    };
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_env_filter(filter).try_init();
+pub fn forward_logs(level: Option<String>, deliver: napi::bindgen_prelude::Function<LogLine, ()>) -> napi::Result<bool> {
+    let sink: LogSink = deliver.build_threadsafe_function().callee_handled::<false>().weak::<true>().build()?;
+    msgflo::logs::forward(level.as_deref(), move |r| {
+        let line = LogLine { level: r.level_name().to_owned(), logger: r.logger, message: r.message };
+        // Non-blocking: a line the event loop cannot take now is dropped.
+        sink.call(line, napi::threadsafe_function::ThreadsafeFunctionCallMode::NonBlocking);
+    })
+    .map_err(error::usage)
+}
+
+/// Change which of the core's log lines reach `console`: `"debug"`,
+/// `"info"`, `"warn"`, ...; none: RUST_LOG, else info.
+#[napi_derive::napi(catch_unwind)]
+pub fn init_logging(level: Option<String>) -> napi::Result<()> {
+    msgflo::logs::set_filter(level.as_deref()).map(|_| ()).map_err(error::usage)
 }

@@ -2,7 +2,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 DEFAULT_PREFETCH: int
 
-def init_logging(level: Optional[str] = None) -> None: ...
+def init_logging(level: Optional[str] = None) -> None:
+    """The core's log lines into logging's ``msgflo.*`` loggers at ``level``
+    and above (default: RUST_LOG, else info). ValueError for an unknown level."""
 def error_codes() -> List[Tuple[str, str]]: ...
 def json_payload(text: str) -> bytes: ...
 
