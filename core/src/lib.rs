@@ -25,8 +25,9 @@
 //! - [`runtime`]: the one tokio runtime for hosts (Python, C++), fork guard.
 //! - [`seconds`]: seconds given by people, checked into durations.
 //! - [`logs`]: the core's log lines handed to a host language's logging.
-//! - [`graph`]: graphs from the `.fbp` DSL and the JSON format, and
-//!   [`library`]: how to start a participant for a component.
+//! - `graph` (feature `coordinator`): graphs from the `.fbp` DSL and the
+//!   JSON format, and `library`: how to start a participant for a
+//!   component. The bindings build without them.
 //! - `coordinator` (feature `coordinator`, on by default): discovery
 //!   registry with expiry, the reconcile loop that wires a graph, MQTT
 //!   forwarding, process supervision, the embedded broker. The `msgflo`
@@ -50,9 +51,11 @@ pub mod edge;
 #[cfg(feature = "coordinator")]
 pub mod fbp;
 pub mod error;
+#[cfg(feature = "coordinator")]
 pub mod graph;
 #[cfg(feature = "coordinator")]
 pub mod guv;
+#[cfg(feature = "coordinator")]
 pub mod library;
 pub mod logs;
 pub mod message;
