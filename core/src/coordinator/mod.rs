@@ -14,6 +14,8 @@
 //! - [`launcher`] and [`supervisor`]: which participants to start (from the
 //!   component library), spawning and restarting them.
 //! - [`embedded`]: the MQTT broker used when none is configured.
+//! - [`observer`]: the messages observers exchange on the discovery
+//!   channel (announcements, queries, replays, wires), typed.
 //!
 //! Several coordinators and tools can observe discovery at once (see
 //! [`Transport::subscribe_discovery`]); a coordinator answers a newcomer's
@@ -25,7 +27,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -39,12 +40,14 @@ pub mod embedded;
 mod forward;
 pub mod journal;
 pub mod launcher;
+pub mod observer;
 pub mod registry;
 pub mod supervisor;
 mod tap;
 pub mod wiring;
 
 use registry::{Observed, Registry, RoleStatus};
+use observer::ObserverMessage;
 use wiring::{Pending, Resolution, Wire};
 
 /// How a coordinator behaves.
@@ -197,7 +200,7 @@ impl Coordinator {
         let (dtx, drx) = mpsc::channel(4096);
         transport.subscribe_discovery(dtx).await?;
         if options.query {
-            transport.broadcast_to_observers(Payload::json(&json!({"protocol": "msgflo", "command": "query"}))).await?;
+            transport.broadcast_to_observers(Payload::json(&ObserverMessage::Query.to_json())).await?;
         }
         let (stx, srx) = watch::channel(Snapshot::default());
         let (ctx, crx) = mpsc::unbounded_channel();
@@ -542,71 +545,48 @@ impl State {
     }
 
     async fn handle_bytes(&mut self, bytes: &[u8], at: Instant) -> bool {
-        #[derive(serde::Deserialize)]
-        struct Envelope {
-            protocol: String,
-            command: String,
-            #[serde(default)]
-            payload: serde_json::Value,
-        }
-        let env: Envelope = match serde_json::from_slice(bytes) {
-            Ok(e) => e,
-            Err(e) => {
-                self.reject(format!("not JSON: {e}"), bytes);
-                return false;
+        match ObserverMessage::decode(bytes) {
+            Ok(m) => self.handle_message(m, at).await,
+            Err(why) => {
+                self.reject(why, bytes);
+                false
             }
-        };
-        match (env.protocol.as_str(), env.command.as_str()) {
-            ("discovery", "participant") => match serde_json::from_value::<crate::discovery::Announced>(env.payload)
-                .map_err(|e| format!("not a discovery message: {e}"))
-            {
-                Ok(a) => {
-                    let (role, id, component) = (a.role.clone(), a.id.clone(), a.component.clone());
-                    let what = self.registry.observe(a, at);
-                    self.observed.store(self.registry.observed, std::sync::atomic::Ordering::Relaxed);
-                    match what {
-                        Observed::NewRole => info!(role = %role, "discovered {role} ({component})"),
-                        Observed::NewInstance => info!(role = %role, "another instance of {role}: {id}"),
-                        Observed::Returned => info!(role = %role, "participant {role} ({id}) is back"),
-                        Observed::Changed => info!(role = %role, "participant {role} announced a new definition"),
-                        Observed::Heartbeat => {}
-                    }
-                    matches!(what, Observed::NewRole | Observed::Changed)
+        }
+    }
+
+    /// `true` when the registry learned a new role or definition.
+    async fn handle_message(&mut self, m: ObserverMessage, at: Instant) -> bool {
+        match m {
+            ObserverMessage::Participant(a) => {
+                let (role, id, component) = (a.role.clone(), a.id.clone(), a.component.clone());
+                let what = self.registry.observe(*a, at);
+                self.observed.store(self.registry.observed, std::sync::atomic::Ordering::Relaxed);
+                match what {
+                    Observed::NewRole => info!(role = %role, "discovered {role} ({component})"),
+                    Observed::NewInstance => info!(role = %role, "another instance of {role}: {id}"),
+                    Observed::Returned => info!(role = %role, "participant {role} ({id}) is back"),
+                    Observed::Changed => info!(role = %role, "participant {role} announced a new definition"),
+                    Observed::Heartbeat => {}
                 }
-                Err(e) => {
-                    self.reject(e, bytes);
-                    false
-                }
-            },
-            ("msgflo", "query") => {
+                matches!(what, Observed::NewRole | Observed::Changed)
+            }
+            ObserverMessage::Query => {
                 self.answer_query().await;
                 false
             }
-            ("msgflo", "wires") => {
-                if let Ok(w) = serde_json::from_value::<Vec<WireStatus>>(env.payload["wires"].clone()) {
-                    for w in w {
-                        if !self.reported_wires.contains(&w) {
-                            self.reported_wires.push(w);
-                        }
+            ObserverMessage::Wires(wires) => {
+                for w in wires {
+                    if !self.reported_wires.contains(&w) {
+                        self.reported_wires.push(w);
                     }
-                    self.snapshot_due = true;
                 }
+                self.snapshot_due = true;
                 false
             }
-            ("msgflo", "replay") => {
-                let age = Duration::from_millis(env.payload["age_ms"].as_u64().unwrap_or(0));
-                let inner = env.payload["message"].to_string();
-                let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-                // A replay of a replay is refused by the match below.
-                if env.payload["message"]["protocol"] == "discovery" {
-                    Box::pin(self.handle_bytes(inner.as_bytes(), at)).await
-                } else {
-                    false
-                }
-            }
-            (p, c) => {
-                self.reject(format!("unknown protocol {p:?} command {c:?}"), bytes);
-                false
+            ObserverMessage::Replay { age_ms, message } => {
+                let at = Instant::now().checked_sub(Duration::from_millis(age_ms)).unwrap_or_else(Instant::now);
+                // Decoding made sure it holds an announcement.
+                Box::pin(self.handle_message(*message, at)).await
             }
         }
     }
@@ -633,18 +613,17 @@ impl State {
             for (id, inst) in role.instances.iter().filter(|(_, i)| i.alive) {
                 let mut a = role.definition.clone();
                 a.id = id.clone();
-                let message = json!({"protocol": "discovery", "command": "participant", "payload": a});
-                let age = now.saturating_duration_since(inst.last_seen).as_millis() as u64;
-                replays.push(json!({"protocol": "msgflo", "command": "replay", "payload": {"age_ms": age, "message": message}}));
+                let age_ms = now.saturating_duration_since(inst.last_seen).as_millis() as u64;
+                replays.push(ObserverMessage::Replay { age_ms, message: Box::new(ObserverMessage::Participant(Box::new(a))) });
             }
         }
         debug!("answering a discovery query with {} participants", replays.len());
         let wires: Vec<WireStatus> = self.wire_status().into_iter().filter(|w| w.error.is_none()).collect();
         if !wires.is_empty() {
-            replays.push(json!({"protocol": "msgflo", "command": "wires", "payload": {"wires": wires}}));
+            replays.push(ObserverMessage::Wires(wires));
         }
         for r in replays {
-            if let Err(e) = self.transport.broadcast_to_observers(Payload::json(&r)).await {
+            if let Err(e) = self.transport.broadcast_to_observers(Payload::json(&r.to_json())).await {
                 warn!("cannot answer a discovery query: {e}");
                 return;
             }
