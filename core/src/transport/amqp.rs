@@ -13,6 +13,9 @@
 //!   acks released together whose delivery tags follow everything settled
 //!   so far go out as one `basic.ack` with `multiple` (settlement frames
 //!   are made in order, so it covers exactly them);
+//!   the bookkeeping of both (which publishes a settlement waits for,
+//!   which acks go out together) is `ledger.rs`, without I/O, unit-tested
+//!   without a broker;
 //! - one **consumer** task per subscription, forwarding deliveries to the
 //!   participant's channel with the generation they belong to (settlements
 //!   for an older generation are dropped: the broker has requeued those).
@@ -43,6 +46,10 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
+
+mod ledger;
+
+use ledger::{Frame, Ledger, Released};
 
 use super::{Backoff, ConnectOptions, Declaration, PortKind, Target, Transport, DISCOVERY_FANOUT, DISCOVERY_QUEUE};
 use crate::broker::BrokerUrl;
@@ -552,20 +559,9 @@ async fn supervise(inner: Arc<Inner>, mut lost: mpsc::UnboundedReceiver<(u64, St
     }
 }
 
-/// Settled tags tracked beyond one still held, before coalescing acks is
-/// given up on that connection (memory stays bounded).
-const MAX_SETTLED_AHEAD: usize = 16_384;
-
 struct Inflight {
     pending: Pending,
     confirm: lapin::PublisherConfirm,
-}
-
-enum Waiter {
-    /// `from..=to` are the publishes issued since the previous settlement:
-    /// the outputs attributed to this delivery.
-    Settle { tag: u64, generation: u64, how: Settlement, from: u64 },
-    Flush(oneshot::Sender<()>),
 }
 
 /// The ordered publish/settle machinery; see the module doc.
@@ -575,27 +571,11 @@ struct Pipeline {
     inflight: VecDeque<Inflight>,
     /// Publishes waiting for a (new) connection, in order.
     retry: VecDeque<Pending>,
-    /// Settlements and flushes waiting for publish `need` to be resolved.
-    waiting: VecDeque<(u64, Waiter)>,
-    /// Publishes refused by the broker and not yet attributed.
-    refused: VecDeque<u64>,
-    next_seq: u64,
-    /// Every publish with seq <= this is resolved (confirmed or refused).
-    resolved: u64,
-    last_settle_need: u64,
+    /// Which publishes each settlement waits for, and which acks go out
+    /// together (ledger.rs).
+    ledger: Ledger<oneshot::Sender<()>>,
     settling: FuturesUnordered<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
     flush_after_settling: Vec<oneshot::Sender<()>>,
-    /// Settlement bookkeeping of the current connection's consume channel,
-    /// whose delivery tags the broker numbers 1, 2, 3, ...: every tag up to
-    /// `settled_through` has been settled (its frame sent), and
-    /// `settled_above` holds the settled tags beyond it. `None`: tracking
-    /// given up on this connection (see [`MAX_SETTLED_AHEAD`]).
-    settled_through: Option<u64>,
-    settled_above: std::collections::BTreeSet<u64>,
-    /// Acks released in one turn of the loop whose tags continue
-    /// `settled_through`: sent at the end of the turn as one `basic.ack`
-    /// with `multiple` (last tag, first tag of the run).
-    ack_run: Option<(u64, u64)>,
 }
 
 impl Pipeline {
@@ -605,16 +585,9 @@ impl Pipeline {
             live: None,
             inflight: VecDeque::new(),
             retry: VecDeque::new(),
-            waiting: VecDeque::new(),
-            refused: VecDeque::new(),
-            next_seq: 1,
-            resolved: 0,
-            last_settle_need: 0,
+            ledger: Ledger::default(),
             settling: FuturesUnordered::new(),
             flush_after_settling: Vec::new(),
-            settled_through: Some(0),
-            settled_above: Default::default(),
-            ack_run: None,
         }
     }
 
@@ -683,10 +656,7 @@ impl Pipeline {
         };
         if newer {
             self.live = live;
-            // A new consume channel: its tags start again at 1.
-            self.settled_through = Some(0);
-            self.settled_above.clear();
-            self.ack_run = None;
+            self.ledger.new_connection();
             self.connection_replaced();
             // Publish whatever waited for this connection, in order.
             let retry: Vec<_> = self.retry.drain(..).collect();
@@ -715,8 +685,7 @@ impl Pipeline {
     async fn on_op(&mut self, op: Op) {
         match op {
             Op::Publish(mut p) => {
-                p.seq = self.next_seq;
-                self.next_seq += 1;
+                p.seq = self.ledger.publish();
                 if self.retry.is_empty() && self.live.is_some() {
                     self.publish(p).await;
                 } else {
@@ -724,14 +693,11 @@ impl Pipeline {
                 }
             }
             Op::Settle { tag, generation, how } => {
-                let need = self.next_seq - 1;
-                let from = self.last_settle_need + 1;
-                self.last_settle_need = need;
-                self.waiting.push_back((need, Waiter::Settle { tag, generation, how, from }));
+                self.ledger.settle_later(tag, generation, how);
                 self.release();
             }
             Op::Flush(tx) => {
-                self.waiting.push_back((self.next_seq - 1, Waiter::Flush(tx)));
+                self.ledger.flush_later(tx);
                 self.release();
             }
         }
@@ -782,12 +748,11 @@ impl Pipeline {
                     target = %if i.pending.exchange.is_empty() { &i.pending.routing_key } else { &i.pending.exchange },
                     "broker refused a message; the input that caused it will be requeued"
                 );
-                self.refused.push_back(i.pending.seq);
-                self.resolved = i.pending.seq;
+                self.ledger.resolved(i.pending.seq, true);
             }
             Ok(_) => {
                 let i = self.inflight.pop_front().expect("polled the front");
-                self.resolved = i.pending.seq;
+                self.ledger.resolved(i.pending.seq, false);
             }
             Err(e) => {
                 self.lost(format!("publish not confirmed: {}", describe_err(&e)));
@@ -795,15 +760,12 @@ impl Pipeline {
         }
     }
 
-    /// Perform every waiter whose publishes are resolved, in order.
+    /// Perform every settlement and flush whose publishes are resolved, in
+    /// order.
     fn release(&mut self) {
-        while let Some((need, _)) = self.waiting.front() {
-            if *need > self.resolved {
-                break;
-            }
-            let (need, waiter) = self.waiting.pop_front().expect("checked");
-            match waiter {
-                Waiter::Flush(tx) => {
+        while let Some(r) = self.ledger.next_released() {
+            match r {
+                Released::Flush(tx) => {
                     self.send_ack_run();
                     if self.settling.is_empty() {
                         let _ = tx.send(());
@@ -811,27 +773,16 @@ impl Pipeline {
                         self.flush_after_settling.push(tx);
                     }
                 }
-                Waiter::Settle { tag, generation, mut how, from } => {
-                    while self.refused.front().is_some_and(|s| *s < from) {
-                        self.refused.pop_front();
-                    }
-                    if how == Settlement::Ack && self.refused.front().is_some_and(|s| *s <= need) {
-                        how = Settlement::Requeue;
-                    }
-                    self.settle(tag, generation, how);
-                }
+                Released::Settle { tag, generation, how } => self.settle(tag, generation, how),
             }
         }
     }
 
-    /// Send the pending run of acks: one `basic.ack` with `multiple` for
-    /// its last tag. Safe because every tag below the run was settled and
-    /// its frame sent first (settlement frames go out in the order they are
-    /// made), so `multiple` acks exactly the run.
+    /// Send the held run of acks as one `basic.ack` with `multiple`.
     fn send_ack_run(&mut self) {
-        if let Some((last, first)) = self.ack_run.take() {
-            tracing::trace!(first, last, "ack run");
-            self.send_settlement(last, Settlement::Ack, last > first);
+        if let Some(f) = self.ledger.take_ack_run() {
+            tracing::trace!(last = f.tag, multiple = f.multiple, "ack run");
+            self.send_settlement(f);
         }
     }
 
@@ -846,44 +797,15 @@ impl Pipeline {
         }
         // Acks of consecutive tags right after everything settled so far
         // wait to go out as one multiple ack (at the end of this turn).
-        let continues = self.mark_settled(tag);
-        if how == Settlement::Ack && continues {
-            self.ack_run = Some((tag, self.ack_run.map_or(tag, |(_, first)| first)));
-            return;
+        for f in self.ledger.settle(tag, how).into_iter().flatten() {
+            self.send_settlement(f);
         }
-        self.send_ack_run();
-        self.send_settlement(tag, how, false);
-    }
-
-    /// Note `tag` as settled; whether it follows everything settled before
-    /// it (so an ack of it may join the run).
-    fn mark_settled(&mut self, tag: u64) -> bool {
-        let Some(through) = self.settled_through else { return false };
-        if tag == through + 1 {
-            let mut through = tag;
-            while self.settled_above.remove(&(through + 1)) {
-                through += 1;
-            }
-            self.settled_through = Some(through);
-            return true;
-        }
-        if tag > through {
-            self.settled_above.insert(tag);
-            if self.settled_above.len() > MAX_SETTLED_AHEAD {
-                // One delivery held for very long: stop tracking (and
-                // coalescing) on this connection rather than grow.
-                debug!(held = through + 1, "a delivery is held long; acks are sent one by one on this connection");
-                self.settled_above.clear();
-                self.settled_through = None;
-            }
-        }
-        false
     }
 
     /// Make the settlement frame now (the first poll of lapin's call sends
     /// it), so frames leave in the order settlements are made; the rest of
     /// the future (lapin's bookkeeping) is driven with the others.
-    fn send_settlement(&mut self, tag: u64, how: Settlement, multiple: bool) {
+    fn send_settlement(&mut self, Frame { tag, how, multiple }: Frame) {
         let Some(live) = &self.live else { return };
         let ch = live.consume.clone();
         let mut fut: Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(async move {
