@@ -101,6 +101,8 @@ struct Shared {
     /// Cancelled by `stop` (or drop): receiving ends, the heartbeat ends.
     stop: CancellationToken,
     announced: std::sync::atomic::AtomicBool,
+    /// The heartbeat task; `stop` waits for it before closing.
+    tasks: tokio_util::task::TaskTracker,
 }
 
 struct Completions {
@@ -169,6 +171,7 @@ impl Participant {
                 processing: Mutex::new(()),
                 stop: CancellationToken::new(),
                 announced: Default::default(),
+                tasks: tokio_util::task::TaskTracker::new(),
             }),
         })
     }
@@ -185,7 +188,7 @@ impl Participant {
         let s = &self.shared;
         s.transport.announce(discovery_payload(&s.info)).await?;
         if !s.announced.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            tokio::spawn(heartbeat(Arc::downgrade(&self.shared), s.transport.generation(), s.stop.clone(), s.heartbeat));
+            s.tasks.spawn(heartbeat(Arc::downgrade(&self.shared), s.transport.generation(), s.stop.clone(), s.heartbeat));
             info!(role = %s.info.role, component = %s.info.component, broker = %s.transport.describe(), "participant announced");
         }
         Ok(())
@@ -400,6 +403,9 @@ impl Participant {
                 drop(d); // requeues
             }
         }
+        // The heartbeat ends on `stop`; no announcement after the close.
+        s.tasks.close();
+        s.tasks.wait().await;
         s.transport.close().await
     }
 
@@ -523,7 +529,13 @@ async fn heartbeat(
             },
         };
         let Some(s) = shared.upgrade() else { return };
-        match s.transport.announce(discovery_payload(&s.info)).await {
+        // `stop` waits for this task: an announcement held up by a broker
+        // outage gives way to it.
+        let announced = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = s.transport.announce(discovery_payload(&s.info)) => r,
+        };
+        match announced {
             Ok(()) if reconnected => info!(role = %s.info.role, "re-announced after reconnect"),
             Ok(()) => debug!(role = %s.info.role, "discovery heartbeat sent"),
             Err(e) => warn!(role = %s.info.role, error = %e, "discovery heartbeat failed"),
