@@ -341,36 +341,49 @@ async fn unsubscribe_ends_that_subscription_only() {
 }
 
 #[tokio::test]
-async fn a_deleted_queue_ends_its_subscription_not_the_connection() {
+async fn a_deleted_queue_concerns_its_subscription_not_the_connection() {
     init_logs();
     let raw = Raw::connect().await;
+    // q1 and q2 declared by the transport; q3 by someone else.
     let (t, q1, q2) = transport_with_two_queues().await;
+    let q3 = unique("unsub-3");
+    let durable = || QueueDeclareOptions { durable: true, ..Default::default() };
+    raw.ch.queue_declare(q3.as_str().into(), durable(), FieldTable::default()).await.unwrap();
     let generation = *t.generation().borrow();
     let (a_tx, mut a) = tokio::sync::mpsc::channel(16);
     let (b_tx, mut b) = tokio::sync::mpsc::channel(16);
+    let (c_tx, mut c) = tokio::sync::mpsc::channel(16);
     t.subscribe(&q1, "a".into(), a_tx).await.unwrap();
     t.subscribe(&q2, "b".into(), b_tx).await.unwrap();
+    t.subscribe(&q3, "c".into(), c_tx).await.unwrap();
     raw.ch.queue_delete(q1.as_str().into(), Default::default()).await.unwrap();
-    // The other subscription keeps working on the same connection...
+    raw.ch.queue_delete(q3.as_str().into(), Default::default()).await.unwrap();
+    // Its own queue is declared again and consumed again...
+    eventually("q1 declared again and consumed", T, || async {
+        let ch = raw.channel().await;
+        let q = ch.queue_declare(q1.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await.ok()?;
+        (q.consumer_count() == 1).then_some(())
+    })
+    .await;
+    raw.send_to_queue(&q1, b"again").await;
+    assert_eq!(next(&mut a).await, b"again");
+    // ...the other subscription kept working...
     for i in 0..3u8 {
         raw.send_to_queue(&q2, &[i]).await;
         assert_eq!(next(&mut b).await, vec![i]);
     }
-    // ...which was never replaced (before, a cancelled consumer was taken
-    // for a lost connection: reconnect, declarations replayed).
+    // ...on the same connection (before, a cancelled consumer was taken
+    // for a lost connection: reconnect, everything replayed).
     assert_eq!(*t.generation().borrow(), generation, "no reconnect");
-    // The deleted queue's subscription is over: made again by someone
-    // else, the queue keeps its messages.
-    raw.ch
-        .queue_declare(q1.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, dead_letter_args(&q1))
-        .await
-        .unwrap();
-    raw.send_to_queue(&q1, b"kept").await;
-    eventually("the message waits in the queue made again", T, || async { (consumers_and_ready(&raw, &q1).await == (0, 1)).then_some(()) }).await;
+    // Someone else's queue is not declared again: that subscription is
+    // over, and when its owner makes it again, it keeps its messages.
+    raw.ch.queue_declare(q3.as_str().into(), durable(), FieldTable::default()).await.unwrap();
+    raw.send_to_queue(&q3, b"kept").await;
+    eventually("the message waits in q3 made again", T, || async { (consumers_and_ready(&raw, &q3).await == (0, 1)).then_some(()) }).await;
     raw.send_to_queue(&q2, b"still").await;
     assert_eq!(next(&mut b).await, b"still");
     assert_eq!(*t.generation().borrow(), generation, "no reconnect");
-    assert!(a.try_recv().is_err());
+    assert!(c.try_recv().is_err());
     t.close().await.unwrap();
-    raw.cleanup(&[&q1, &q2], &[&q1, &q2, &format!("dead-{q1}"), &format!("dead-{q2}")]).await;
+    raw.cleanup(&[&q1, &q2, &q3], &[&q1, &q2, &format!("dead-{q1}"), &format!("dead-{q2}")]).await;
 }

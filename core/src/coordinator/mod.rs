@@ -420,47 +420,12 @@ impl State {
                     return;
                 }
                 // Before discovery, so a flood of it cannot starve expiry.
-                _ = tick.tick() => {
-                    for (role, id) in self.registry.expire(Instant::now()) {
-                        warn!(role = %role, "participant {role} ({id}) gone: no discovery for {:.0} s", self.registry.expiry().as_secs_f64());
-                    }
-                    self.reconcile().await;
-                }
+                _ = tick.tick() => self.on_tick().await,
                 _ = snap_tick.tick(), if self.snapshot_due => {
                     self.publish_snapshot();
                 }
                 c = commands.recv() => match c {
-                    Some(Command::SetGraph(g)) => {
-                        // An IIP still in the graph keeps its state (each
-                        // old one matched once: the same value added twice
-                        // is sent twice); a new one is sent.
-                        let mut keep: Vec<Option<Iip>> = self.iips.drain(..).map(Some).collect();
-                        self.iips = g.connections.iter().filter(|c| c.src.is_none()).cloned().map(|c| {
-                            keep.iter_mut()
-                                .find(|k| k.as_ref().is_some_and(|k| k.conn == c))
-                                .and_then(Option::take)
-                                .unwrap_or(Iip { conn: c, sent: None, at_start: false })
-                        }).collect();
-                        self.graph = *g;
-                        self.reconcile_processes().await;
-                        self.reconcile().await;
-                    }
-                    Some(Command::Send(target, payload, reply)) => {
-                        let _ = reply.send(self.transport.publish(target, payload, true).await);
-                    }
-                    Some(Command::Tap(wanted)) => {
-                        self.taps.want(wanted);
-                        self.reconcile().await;
-                    }
-                    Some(Command::Scale(role, n)) => {
-                        info!(role = %role, "scaling {role} to {n} instance(s)");
-                        self.scale.insert(role, n);
-                        self.reconcile_processes().await;
-                    }
-                    Some(Command::Deliver(tgt, payload)) => {
-                        self.held.push((tgt, payload, Instant::now()));
-                        self.reconcile().await;
-                    }
+                    Some(c) => self.on_command(c).await,
                     None => {
                         self.close().await;
                         return;
@@ -477,14 +442,7 @@ impl State {
                         },
                         None => std::future::pending().await,
                     }
-                } => {
-                    let _ = self.events.send(Event::Exited { role: e.role.clone(), participant: e.participant.clone(), how: e.how.clone() });
-                    let single = self.scale.get(&e.role).copied().unwrap_or(1) == 1;
-                    if self.registry.mark_gone(&e.role, &e.participant, single) {
-                        info!(role = %e.role, "participant {} ({}) is gone: its process ended ({})", e.role, e.participant, e.how);
-                        self.snapshot_due = true;
-                    }
-                }
+                } => self.on_exit(e),
                 Some(d) = tapped.recv() => {
                     if let Some((role, port)) = self.taps.source(d.inport()) {
                         let _ = self.events.send(Event::Data { role, port, payload: d.payload().clone() });
@@ -509,6 +467,66 @@ impl State {
                     }
                 }
             }
+        }
+    }
+
+    /// Once a second: expire participants not heard from, reconcile.
+    async fn on_tick(&mut self) {
+        for (role, id) in self.registry.expire(Instant::now()) {
+            warn!(role = %role, "participant {role} ({id}) gone: no discovery for {:.0} s", self.registry.expiry().as_secs_f64());
+        }
+        self.reconcile().await;
+    }
+
+    async fn on_command(&mut self, c: Command) {
+        match c {
+            Command::SetGraph(g) => {
+                // An IIP still in the graph keeps its state (each old one
+                // matched once: the same value added twice is sent twice);
+                // a new one is sent.
+                let mut keep: Vec<Option<Iip>> = self.iips.drain(..).map(Some).collect();
+                self.iips = g
+                    .connections
+                    .iter()
+                    .filter(|c| c.src.is_none())
+                    .cloned()
+                    .map(|c| {
+                        keep.iter_mut()
+                            .find(|k| k.as_ref().is_some_and(|k| k.conn == c))
+                            .and_then(Option::take)
+                            .unwrap_or(Iip { conn: c, sent: None, at_start: false })
+                    })
+                    .collect();
+                self.graph = *g;
+                self.reconcile_processes().await;
+                self.reconcile().await;
+            }
+            Command::Send(target, payload, reply) => {
+                let _ = reply.send(self.transport.publish(target, payload, true).await);
+            }
+            Command::Tap(wanted) => {
+                self.taps.want(wanted);
+                self.reconcile().await;
+            }
+            Command::Scale(role, n) => {
+                info!(role = %role, "scaling {role} to {n} instance(s)");
+                self.scale.insert(role, n);
+                self.reconcile_processes().await;
+            }
+            Command::Deliver(tgt, payload) => {
+                self.held.push((tgt, payload, Instant::now()));
+                self.reconcile().await;
+            }
+        }
+    }
+
+    /// A started process ended: its participant is gone at once.
+    fn on_exit(&mut self, e: supervisor::Exited) {
+        let _ = self.events.send(Event::Exited { role: e.role.clone(), participant: e.participant.clone(), how: e.how.clone() });
+        let single = self.scale.get(&e.role).copied().unwrap_or(1) == 1;
+        if self.registry.mark_gone(&e.role, &e.participant, single) {
+            info!(role = %e.role, "participant {} ({}) is gone: its process ended ({})", e.role, e.participant, e.how);
+            self.snapshot_due = true;
         }
     }
 

@@ -256,7 +256,7 @@ impl Runtime {
             Some(s) => given.as_deref() == Some(s.as_str()),
         };
         let mut out = Outcome::default();
-        let result = if !permitted && !(protocol == "runtime" && command == "getruntime") {
+        let result = if !(permitted || protocol == "runtime" && command == "getruntime") {
             Err(format!("{protocol}:{command} not permitted: the runtime needs its secret"))
         } else {
             match protocol.as_str() {

@@ -2,10 +2,10 @@
 //! MsgFlo declares, and losing nothing while the broker comes and goes.
 //!
 //! Three tasks per connection, all ended by `closed`:
-//! - the **supervisor** notices a lost connection (lapin's error events, a
+//! - the **supervisor** (`amqp/supervisor.rs`) notices a lost connection (lapin's error events, a
 //!   consumer stream failing, a failed publish), reconnects with backoff,
 //!   replays declarations and subscriptions, then bumps `generation`;
-//! - the **pipeline** owns every publish and settlement, in the order they
+//! - the **pipeline** (`amqp/pipeline.rs`) owns every publish and settlement, in the order they
 //!   were issued: publishes go out on a confirm channel; an ack waits until
 //!   the publishes issued before it are confirmed (a refused publish turns
 //!   the ack of the delivery that caused it into a requeue); publishes not
@@ -14,44 +14,50 @@
 //!   so far go out as one `basic.ack` with `multiple` (settlement frames
 //!   are made in order, so it covers exactly them);
 //!   the bookkeeping of both (which publishes a settlement waits for,
-//!   which acks go out together) is `ledger.rs`, without I/O, unit-tested
-//!   without a broker;
+//!   which acks go out together) is `amqp/ledger.rs`, without I/O,
+//!   unit-tested without a broker;
 //! - one **consumer** task per subscription, forwarding deliveries to the
 //!   participant's channel with the generation they belong to (settlements
 //!   for an older generation are dropped: the broker has requeued those).
-//!   A consumer the broker cancels (its queue was deleted) ends that
-//!   subscription only; the connection and the others go on.
+//!   A consumer the broker cancels (its queue was deleted) concerns that
+//!   subscription only: a queue this connection declared is declared
+//!   again and consumed again, one someone else declared ends the
+//!   subscription; the connection and the others go on.
 //!
 //! Every task is spawned on the connection's `TaskTracker`; `close` waits
 //! for them. The supervisor holds the state lock only while it tries to
 //! connect, not for a whole outage: declarations, bindings and
 //! subscriptions made while the broker is away are recorded and replayed.
+//!
+//! This file: the connection (`Inner`, its state and `open`), consumers,
+//! declarations, and the `Transport` implementation with the discovery
+//! relay.
 
-use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use futures_util::FutureExt;
+use futures_util::stream::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{mpsc, oneshot, watch, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 mod ledger;
+mod pipeline;
+mod supervisor;
 
-use ledger::{Frame, Ledger, Released};
+use pipeline::Pipeline;
+use supervisor::supervise;
 
-use super::{Backoff, ConnectOptions, Declaration, PortKind, Target, Transport, DISCOVERY_FANOUT, DISCOVERY_QUEUE};
+use super::{ConnectOptions, Declaration, PortKind, Target, Transport, DISCOVERY_FANOUT, DISCOVERY_QUEUE};
 use crate::broker::BrokerUrl;
 use crate::error::{Error, Result};
 use crate::message::{Delivery, Message, Payload, Settle, Settlement};
@@ -413,15 +419,14 @@ impl Inner {
                     // The consumer ended, with everything it had received
                     // handed over. Asked for (unsubscribe, close), or by the
                     // broker on a channel still open (its queue was
-                    // deleted): that subscription ends, nothing else. A
+                    // deleted): only that subscription is concerned. A
                     // closed channel is a lost connection.
                     None => {
                         if closed.is_cancelled() || sub.ended.is_cancelled() {
                             return;
                         }
                         if channel.status().connected() {
-                            warn!(queue = %sub.queue, "the broker cancelled the consumer of {:?} (queue deleted?); that subscription ends", sub.queue);
-                            inner.state.lock().await.subscriptions.retain(|s| s.id != sub.id);
+                            inner.consumer_cancelled(sub, generation).await;
                             return;
                         }
                         let _ = lost.send((generation, format!("consumer of {:?} was cancelled", sub.queue)));
@@ -431,6 +436,55 @@ impl Inner {
             }
         });
         Ok(())
+    }
+}
+
+impl Inner {
+    /// The broker cancelled a subscription's consumer (its queue was
+    /// deleted), on a connection that is fine. A queue this connection
+    /// declared is declared again, with its bindings, and consumed again
+    /// (a participant's inport keeps working when someone deletes it);
+    /// a queue someone else declared ends that subscription. Nothing else
+    /// is touched: no reconnect.
+    ///
+    /// Boxed: `start_consumer` spawns the task that calls this, which calls
+    /// `start_consumer` again.
+    fn consumer_cancelled(self: Arc<Self>, sub: Subscription, generation: u64) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move { self.consumer_cancelled_now(sub, generation).await })
+    }
+
+    async fn consumer_cancelled_now(self: &Arc<Self>, sub: Subscription, generation: u64) {
+        let state = self.state.lock().await;
+        let Some(live) = state.live.clone().filter(|l| l.generation == generation) else {
+            return; // replaced: the new connection replays everything
+        };
+        if !state.subscriptions.iter().any(|s| s.id == sub.id) {
+            return; // unsubscribed meanwhile
+        }
+        let queue = sub.queue.clone();
+        let declared = state.declarations.iter().find(|d| d.queue == queue && d.kind == PortKind::In).cloned();
+        let again = match declared {
+            None => Err(Error::broker(format!("consume {queue:?}"), "deleted, and declared by someone else")),
+            Some(decl) => {
+                let bindings: Vec<String> = state.bindings.iter().filter(|(_, q)| *q == queue).map(|(x, _)| x.clone()).collect();
+                async {
+                    declare_on(&live.connection, &decl).await?;
+                    for exchange in &bindings {
+                        bind_on(&live.connection, exchange, &queue).await?;
+                    }
+                    self.start_consumer(&live, sub.clone()).await
+                }
+                .await
+            }
+        };
+        let mut state = state;
+        match again {
+            Ok(()) => warn!(queue = %queue, "queue {queue:?} was deleted under its consumer; declared again, consuming on"),
+            Err(e) => {
+                warn!(queue = %queue, error = %e, "the broker cancelled the consumer of {queue:?} (queue deleted?); that subscription ends");
+                state.subscriptions.retain(|s| s.id != sub.id);
+            }
+        }
     }
 }
 
@@ -496,332 +550,6 @@ async fn bind_exchange_on(connection: &Connection, source: &str, destination: &s
             .map_err(|e| Error::broker(format!("bind exchange {destination:?} to exchange {source:?}"), describe_err(&e)))
     })
     .await
-}
-
-/// Reconnects after a loss, until closed.
-async fn supervise(inner: Arc<Inner>, mut lost: mpsc::UnboundedReceiver<(u64, String)>) {
-    let mut poll = tokio::time::interval(Duration::from_secs(1));
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let current = *inner.generation.borrow();
-        let reason = tokio::select! {
-            _ = inner.closed.cancelled() => return,
-            l = lost.recv() => match l {
-                Some((g, reason)) if g == current => reason,
-                Some(_) => continue, // about a connection already replaced
-                None => return,
-            },
-            _ = poll.tick() => {
-                let state = inner.state.lock().await;
-                match &state.live {
-                    Some(l) if !l.connection.status().connected() => "connection no longer open".to_owned(),
-                    _ => continue,
-                }
-            }
-        };
-        warn!(broker = %inner.url.redacted(), %reason, "lost connection to broker; reconnecting");
-        if let Some(old) = inner.state.lock().await.live.take() {
-            let _ = old.connection.close(200, "reconnecting".into()).now_or_never();
-        }
-        let mut backoff = Backoff::new();
-        let mut attempts = 0u32;
-        loop {
-            if inner.closed.is_cancelled() {
-                return;
-            }
-            attempts += 1;
-            // The lock is held for one attempt only: between attempts,
-            // callers record what they declare, bind and subscribe (the
-            // next attempt replays it) instead of waiting out the outage.
-            let opened = {
-                let mut state = inner.state.lock().await;
-                inner.open(&mut state, current + 1).await
-            };
-            match opened {
-                Ok(()) => {
-                    info!(broker = %inner.url.redacted(), attempts, "reconnected to broker; declarations and subscriptions restored");
-                    break;
-                }
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    if attempts == 1 || attempts % 10 == 0 {
-                        warn!(broker = %inner.url.redacted(), error = %e, attempts, "broker still unavailable; retrying in {delay:?}");
-                    } else {
-                        debug!(error = %e, attempts, "reconnect failed");
-                    }
-                    tokio::select! {
-                        _ = inner.closed.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-    }
-}
-
-struct Inflight {
-    pending: Pending,
-    confirm: lapin::PublisherConfirm,
-}
-
-/// The ordered publish/settle machinery; see the module doc.
-struct Pipeline {
-    inner: Arc<Inner>,
-    live: Option<Live>,
-    inflight: VecDeque<Inflight>,
-    /// Publishes waiting for a (new) connection, in order.
-    retry: VecDeque<Pending>,
-    /// Which publishes each settlement waits for, and which acks go out
-    /// together (ledger.rs).
-    ledger: Ledger<oneshot::Sender<()>>,
-    settling: FuturesUnordered<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
-    flush_after_settling: Vec<oneshot::Sender<()>>,
-}
-
-impl Pipeline {
-    fn new(inner: Arc<Inner>) -> Self {
-        Pipeline {
-            inner,
-            live: None,
-            inflight: VecDeque::new(),
-            retry: VecDeque::new(),
-            ledger: Ledger::default(),
-            settling: FuturesUnordered::new(),
-            flush_after_settling: Vec::new(),
-        }
-    }
-
-    async fn run(mut self, mut ops: mpsc::UnboundedReceiver<Op>) {
-        let mut generation = self.inner.generation.subscribe();
-        self.refresh_live().await;
-        loop {
-            tokio::select! {
-                biased;
-                op = ops.recv() => match op {
-                    Some(op) => {
-                        self.on_op(op).await;
-                        // Take what else is queued without another trip
-                        // through select (a relay queues publish+ack pairs).
-                        for _ in 0..256 {
-                            match ops.try_recv() {
-                                Ok(op) => self.on_op(op).await,
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    None => break,
-                },
-                res = poll_fn(|cx| self.inflight.front_mut().expect("guarded").confirm.poll_unpin(cx)),
-                    if !self.inflight.is_empty() => {
-                    self.on_confirm(res);
-                    // Confirms come in bursts (the broker acks many at once):
-                    // take every one already resolved before selecting
-                    // again, then release what they allow in one go.
-                    while let Some(front) = self.inflight.front_mut() {
-                        match (&mut front.confirm).now_or_never() {
-                            Some(res) => self.on_confirm(res),
-                            None => break,
-                        }
-                    }
-                    self.release();
-                }
-                Some(()) = self.settling.next(), if !self.settling.is_empty() => {
-                    if self.settling.is_empty() {
-                        for tx in self.flush_after_settling.drain(..) {
-                            let _ = tx.send(());
-                        }
-                    }
-                }
-                Ok(()) = generation.changed() => self.refresh_live().await,
-                _ = self.inner.closed.cancelled() => break,
-            }
-            // Acks released in this turn go out as one (see `settle`).
-            self.send_ack_run();
-        }
-        self.send_ack_run();
-        if !self.inflight.is_empty() || !self.retry.is_empty() {
-            warn!(
-                unconfirmed = self.inflight.len() + self.retry.len(),
-                "transport closed with publishes not confirmed by the broker"
-            );
-        }
-    }
-
-    async fn refresh_live(&mut self) {
-        let live = self.inner.state.lock().await.live.clone();
-        let newer = match (&live, &self.live) {
-            (Some(l), Some(old)) => l.generation > old.generation,
-            (Some(_), None) => true,
-            _ => false,
-        };
-        if newer {
-            self.live = live;
-            self.ledger.new_connection();
-            self.connection_replaced();
-            // Publish whatever waited for this connection, in order.
-            let retry: Vec<_> = self.retry.drain(..).collect();
-            for p in retry {
-                self.publish(p).await;
-            }
-            self.release();
-        }
-    }
-
-    /// Everything in flight on the old connection will never be confirmed
-    /// there: send it again, before anything newer.
-    fn connection_replaced(&mut self) {
-        let mut again: VecDeque<Pending> = self.inflight.drain(..).map(|i| i.pending).collect();
-        again.append(&mut self.retry);
-        self.retry = again;
-    }
-
-    fn lost(&mut self, reason: String) {
-        if let Some(live) = self.live.take() {
-            let _ = self.inner.lost.send((live.generation, reason));
-        }
-        self.connection_replaced();
-    }
-
-    async fn on_op(&mut self, op: Op) {
-        match op {
-            Op::Publish(mut p) => {
-                p.seq = self.ledger.publish();
-                if self.retry.is_empty() && self.live.is_some() {
-                    self.publish(p).await;
-                } else {
-                    self.retry.push_back(p);
-                }
-            }
-            Op::Settle { tag, generation, how } => {
-                self.ledger.settle_later(tag, generation, how);
-                self.release();
-            }
-            Op::Flush(tx) => {
-                self.ledger.flush_later(tx);
-                self.release();
-            }
-        }
-    }
-
-    async fn publish(&mut self, p: Pending) {
-        let Some(live) = &self.live else {
-            self.retry.push_back(p);
-            return;
-        };
-        let mut props = if p.persistent {
-            BasicProperties::default().with_delivery_mode(2)
-        } else {
-            BasicProperties::default()
-        };
-        if let Some(ts) = p.timestamp {
-            props = props.with_timestamp(ts);
-            // Our announcements into `fbp` expire there: a backlog left by
-            // participants that are long gone never piles up.
-            if p.exchange.is_empty() && p.routing_key == DISCOVERY_QUEUE {
-                props = props.with_expiration(discovery_expiration().into());
-            }
-        }
-        let res = live
-            .publish
-            .basic_publish(
-                p.exchange.as_str().into(),
-                p.routing_key.as_str().into(),
-                BasicPublishOptions::default(),
-                p.payload.as_bytes(),
-                props,
-            )
-            .await;
-        match res {
-            Ok(confirm) => self.inflight.push_back(Inflight { pending: p, confirm }),
-            Err(e) => {
-                self.retry.push_back(p);
-                self.lost(format!("publish failed: {}", describe_err(&e)));
-            }
-        }
-    }
-
-    fn on_confirm(&mut self, res: lapin::Result<Confirmation>) {
-        match res {
-            Ok(Confirmation::Nack(_)) => {
-                let i = self.inflight.pop_front().expect("polled the front");
-                warn!(
-                    target = %if i.pending.exchange.is_empty() { &i.pending.routing_key } else { &i.pending.exchange },
-                    "broker refused a message; the input that caused it will be requeued"
-                );
-                self.ledger.resolved(i.pending.seq, true);
-            }
-            Ok(_) => {
-                let i = self.inflight.pop_front().expect("polled the front");
-                self.ledger.resolved(i.pending.seq, false);
-            }
-            Err(e) => {
-                self.lost(format!("publish not confirmed: {}", describe_err(&e)));
-            }
-        }
-    }
-
-    /// Perform every settlement and flush whose publishes are resolved, in
-    /// order.
-    fn release(&mut self) {
-        while let Some(r) = self.ledger.next_released() {
-            match r {
-                Released::Flush(tx) => {
-                    self.send_ack_run();
-                    if self.settling.is_empty() {
-                        let _ = tx.send(());
-                    } else {
-                        self.flush_after_settling.push(tx);
-                    }
-                }
-                Released::Settle { tag, generation, how } => self.settle(tag, generation, how),
-            }
-        }
-    }
-
-    /// Send the held run of acks as one `basic.ack` with `multiple`.
-    fn send_ack_run(&mut self) {
-        if let Some(f) = self.ledger.take_ack_run() {
-            tracing::trace!(last = f.tag, multiple = f.multiple, "ack run");
-            self.send_settlement(f);
-        }
-    }
-
-    fn settle(&mut self, tag: u64, generation: u64, how: Settlement) {
-        let Some(live) = &self.live else {
-            debug!(tag, "settlement while disconnected dropped; the broker requeues the delivery");
-            return;
-        };
-        if live.generation != generation {
-            debug!(tag, generation, "settlement for an earlier connection dropped; the broker requeued it");
-            return;
-        }
-        // Acks of consecutive tags right after everything settled so far
-        // wait to go out as one multiple ack (at the end of this turn).
-        for f in self.ledger.settle(tag, how).into_iter().flatten() {
-            self.send_settlement(f);
-        }
-    }
-
-    /// Make the settlement frame now (the first poll of lapin's call sends
-    /// it), so frames leave in the order settlements are made; the rest of
-    /// the future (lapin's bookkeeping) is driven with the others.
-    fn send_settlement(&mut self, Frame { tag, how, multiple }: Frame) {
-        let Some(live) = &self.live else { return };
-        let ch = live.consume.clone();
-        let mut fut: Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(async move {
-            let res = match how {
-                Settlement::Ack => ch.basic_ack(tag, BasicAckOptions { multiple }).await,
-                Settlement::Nack => ch.basic_nack(tag, BasicNackOptions { requeue: false, multiple: false }).await,
-                Settlement::Requeue => ch.basic_nack(tag, BasicNackOptions { requeue: true, multiple: false }).await,
-            };
-            if let Err(e) = res {
-                debug!(tag, error = %describe_err(&e), "settlement not sent; the broker will redeliver");
-            }
-        });
-        if (&mut fut).now_or_never().is_none() {
-            self.settling.push(fut);
-        }
-    }
 }
 
 #[async_trait]

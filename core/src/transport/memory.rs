@@ -164,6 +164,9 @@ impl Settle for QueueSettler {
     }
 }
 
+/// A subscription's sink and what ends it.
+type Consumer = (mpsc::Sender<Delivery>, tokio_util::sync::CancellationToken);
+
 /// A connection to an in-process broker.
 pub struct MemoryTransport {
     name: String,
@@ -171,7 +174,7 @@ pub struct MemoryTransport {
     generation: watch::Sender<u64>,
     closed: tokio_util::sync::CancellationToken,
     /// Queue -> its consumers, ended by `unsubscribe`.
-    consumers: Mutex<HashMap<String, Vec<(mpsc::Sender<Delivery>, tokio_util::sync::CancellationToken)>>>,
+    consumers: Mutex<HashMap<String, Vec<Consumer>>>,
 }
 
 impl MemoryTransport {

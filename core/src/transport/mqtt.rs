@@ -443,7 +443,7 @@ impl EventTask {
                 // QoS 1 is never dropped: the broker bounds what is in flight.
                 if backlog.len() >= MAX_BACKLOG && !at_least_once {
                     *dropped += 1;
-                    if *dropped == 1 || *dropped % 10_000 == 0 {
+                    if *dropped == 1 || (*dropped).is_multiple_of(10_000) {
                         warn!(dropped = *dropped, topic = %p.topic, "receiver too slow; dropping QoS 0 messages (as the broker would)");
                     }
                     continue;
