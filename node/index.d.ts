@@ -113,6 +113,6 @@ export class AsyncParticipant implements AsyncIterable<Message> {
 
 export function connect(definition: Definition, role: string, options?: ParticipantOptions & { broker?: string; announce?: boolean }): Promise<AsyncParticipant>;
 /** Which of the core's log lines reach `console` (as "msgflo.transport.amqp WARN ..."):
- *  'error', 'warn' (the default), 'info', 'debug', 'trace'; none: RUST_LOG, else info.
+ *  'error', 'warn', 'info', 'debug', 'trace'; none: RUST_LOG if set, else 'warn'.
  *  An unknown level throws an Error with `code`. */
 export function initLogging(level?: string): void;

@@ -20,5 +20,5 @@ module.exports = {
   AsyncParticipant: modern.AsyncParticipant,
   Message,
   // Which of the core's log lines reach console: 'debug', 'info', 'warn' (default), ...
-  initLogging: (level) => errors.call(() => native.initLogging(level)),
+  initLogging: (level) => errors.call(() => native.initLogging(level ?? (process.env.RUST_LOG ? undefined : 'warn'))),
 };

@@ -55,6 +55,15 @@ async fn amqp_broker_restart() {
         .queue_declare(sink2.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
         .await
         .unwrap();
+    // A binding to an exchange the restart takes away (not durable): the
+    // broker refuses it on reconnect; it is dropped, the rest replayed
+    // (one refused record used to fail every reconnect attempt).
+    let gone = unique("gone-x");
+    raw.ch
+        .exchange_declare(gone.as_str().into(), lapin::ExchangeKind::Fanout, Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    p.transport().bind(&gone, &sink).await.unwrap();
     raw.send_to_queue(&in_q, b"\"before\"").await;
     let d = p.recv_batch_timeout(1, T).await.pop().expect("before restart");
     assert_eq!(d.payload().as_bytes(), b"\"before\"");

@@ -26,7 +26,9 @@ pub struct LogLine {
 }
 
 /// A JS function that gets the core's log lines.
-type LogSink = napi::threadsafe_function::ThreadsafeFunction<LogLine, (), LogLine, napi::Status, false, true>;
+/// Lines waiting for the event loop; beyond this they are dropped.
+const LOG_QUEUE: usize = 1024;
+type LogSink = napi::threadsafe_function::ThreadsafeFunction<LogLine, (), LogLine, napi::Status, false, true, LOG_QUEUE>;
 
 /// Hand the core's log lines at `level` and above (none: RUST_LOG, else
 /// info) to `deliver({level, logger, message})` from now on; lib/native.js
@@ -34,7 +36,7 @@ type LogSink = napi::threadsafe_function::ThreadsafeFunction<LogLine, (), LogLin
 /// `false` when a tracing subscriber was installed before.
 #[napi_derive::napi(catch_unwind)]
 pub fn forward_logs(level: Option<String>, deliver: napi::bindgen_prelude::Function<LogLine, ()>) -> napi::Result<bool> {
-    let sink: LogSink = deliver.build_threadsafe_function().callee_handled::<false>().weak::<true>().build()?;
+    let sink: LogSink = deliver.build_threadsafe_function().callee_handled::<false>().weak::<true>().max_queue_size::<LOG_QUEUE>().build()?;
     msgflo::logs::forward(level.as_deref(), move |r| {
         let line = LogLine { level: r.level_name().to_owned(), logger: r.logger, message: r.message };
         // Non-blocking: a line the event loop cannot take now is dropped.
@@ -44,7 +46,8 @@ pub fn forward_logs(level: Option<String>, deliver: napi::bindgen_prelude::Funct
 }
 
 /// Change which of the core's log lines reach `console`: `"debug"`,
-/// `"info"`, `"warn"`, ...; none: RUST_LOG, else info.
+/// `"info"`, `"warn"`, ...; none: RUST_LOG, else info (index.js passes
+/// "warn" when RUST_LOG is not set).
 #[napi_derive::napi(catch_unwind)]
 pub fn init_logging(level: Option<String>) -> napi::Result<()> {
     msgflo::logs::set_filter(level.as_deref()).map(|_| ()).map_err(error::usage)

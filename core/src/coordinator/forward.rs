@@ -7,8 +7,8 @@
 //! only drops the target from the list, and adding it back puts it there
 //! again. A message is therefore forwarded at most once per edge, however
 //! often edges are removed and added (the original subscribed again on each
-//! add and forwarded twice). The subscriptions and the forwarding task end
-//! with the coordinator ([`Forwarder::close`]).
+//! add and forwarded twice). The forwarding task ends with the coordinator
+//! ([`Forwarder::close`]); the subscriptions end with the transport.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -38,15 +38,12 @@ impl Forwarder {
         Forwarder { transport, routes, subscribed: Default::default(), sink, task: Mutex::new(Some(task)), stop }
     }
 
-    /// End every subscription, let the task forward what it already
-    /// received, and wait for it.
+    /// Let the task forward what it already received, and wait for it.
+    /// The subscriptions are left to end with the transport: on a
+    /// persistent (QoS 1) session an UNSUBSCRIBE would tell the broker to
+    /// keep nothing for them until the next start, and what is published
+    /// meanwhile would be lost.
     pub async fn close(&self) {
-        let topics = std::mem::take(&mut *self.subscribed.lock().unwrap());
-        for src in topics {
-            if let Err(e) = self.transport.unsubscribe(&src, &self.sink).await {
-                warn!("cannot stop forwarding from {src}: {e}");
-            }
-        }
         self.stop.cancel();
         let task = self.task.lock().unwrap().take();
         if let Some(task) = task {

@@ -314,17 +314,76 @@ impl Inner {
                 .await
                 .map_err(conn_err)?;
             let live = Live { generation, connection: connection.clone(), publish, consume };
-            for decl in &state.declarations {
-                declare_on(&live.connection, decl).await?;
+            // A record the broker refuses now (each on a channel of its
+            // own: a conflicting declaration, a binding to an exchange
+            // gone with a broker that lost its data) is dropped with a
+            // warning; the rest is replayed. Only a failing connection
+            // fails the attempt (else one bad record would keep the
+            // connection from ever coming back).
+            let conn = &live.connection;
+            let kept = |what: String, res: Result<()>| -> Result<bool> {
+                match res {
+                    Ok(()) => Ok(true),
+                    Err(e) if conn.status().connected() => {
+                        warn!(error = %e, "{what}, made earlier, is refused by the broker now; dropped");
+                        Ok(false)
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            // Records are dropped only once the attempt succeeded: a
+            // failing connection keeps every one for the next attempt.
+            let mut refused_declarations = Vec::new();
+            for (i, decl) in state.declarations.iter().enumerate() {
+                let res = declare_on(conn, decl).await;
+                if !kept(format!("the declaration of {:?}", decl.queue), res)? {
+                    refused_declarations.push(i);
+                }
             }
-            for (exchange, queue) in &state.bindings {
-                bind_on(&live.connection, exchange, queue).await?;
+            let mut refused_bindings = Vec::new();
+            for (i, (exchange, queue)) in state.bindings.iter().enumerate() {
+                let res = bind_on(conn, exchange, queue).await;
+                if !kept(format!("binding {queue:?} to {exchange:?}"), res)? {
+                    refused_bindings.push(i);
+                }
             }
-            for (source, destination) in &state.exchange_bindings {
-                bind_exchange_on(&live.connection, source, destination).await?;
+            let mut refused_exchange_bindings = Vec::new();
+            for (i, (source, destination)) in state.exchange_bindings.iter().enumerate() {
+                let res = bind_exchange_on(conn, source, destination).await;
+                if !kept(format!("binding exchange {destination:?} to {source:?}"), res)? {
+                    refused_exchange_bindings.push(i);
+                }
             }
-            for sub in &state.subscriptions {
+            if state.subscriptions.iter().any(|s| s.queue == DISCOVERY_QUEUE) {
+                declare_discovery_queue(conn).await?;
+            }
+            // A queue someone else declared may be gone: consuming it would
+            // close the shared consume channel, so look first.
+            let mut refused_subscriptions = Vec::new();
+            for (i, sub) in state.subscriptions.iter().enumerate() {
+                let ours = sub.queue == DISCOVERY_QUEUE || state.declarations.iter().any(|d| d.queue == sub.queue);
+                if !ours {
+                    let queue = sub.queue.as_str();
+                    let res = on_fresh_channel(conn, |ch| async move {
+                        ch.queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| Error::broker(format!("queue {queue:?}"), describe_err(&e)))
+                    })
+                    .await;
+                    if !kept(format!("the subscription to {queue:?}"), res)? {
+                        refused_subscriptions.push(i);
+                        continue;
+                    }
+                }
                 self.start_consumer(&live, sub.clone()).await?;
+            }
+            remove_at(&mut state.declarations, &refused_declarations);
+            remove_at(&mut state.bindings, &refused_bindings);
+            remove_at(&mut state.exchange_bindings, &refused_exchange_bindings);
+            remove_at(&mut state.subscriptions, &refused_subscriptions);
+            if state.subscriptions.iter().any(|s| s.queue == DISCOVERY_QUEUE) {
+                state.fbp_declared = Some(generation);
             }
             Ok::<_, Error>(live)
         }
@@ -408,8 +467,17 @@ impl Inner {
                         let timestamp = *d.properties.timestamp();
                         let msg = Message { inport: sub.inport.clone(), payload: Payload::new(d.data), redelivered: d.redelivered, timestamp };
                         let delivery = Delivery::new(msg, d.delivery_tag, generation, settler.clone());
-                        if sub.sink.send(delivery).await.is_err() {
-                            return; // receiver gone; the delivery requeued itself on drop
+                        // A full receiver is waited for, but not past close.
+                        let sent = match sub.sink.try_send(delivery) {
+                            Ok(()) => true,
+                            Err(mpsc::error::TrySendError::Full(delivery)) => tokio::select! {
+                                r = sub.sink.send(delivery) => r.is_ok(),
+                                _ = closed.cancelled() => false,
+                            },
+                            Err(mpsc::error::TrySendError::Closed(_)) => false,
+                        };
+                        if !sent {
+                            return; // receiver gone or closing; the delivery requeued itself on drop
                         }
                     }
                     Some(Err(e)) => {
@@ -480,12 +548,26 @@ impl Inner {
         let mut state = state;
         match again {
             Ok(()) => warn!(queue = %queue, "queue {queue:?} was deleted under its consumer; declared again, consuming on"),
+            // The connection failed meanwhile: the reconnect replays it.
+            Err(e) if !live.connection.status().connected() => {
+                let _ = self.lost.send((generation, format!("consuming {queue:?} again failed: {e}")));
+            }
             Err(e) => {
                 warn!(queue = %queue, error = %e, "the broker cancelled the consumer of {queue:?} (queue deleted?); that subscription ends");
                 state.subscriptions.retain(|s| s.id != sub.id);
             }
         }
     }
+}
+
+/// Remove the items at `indices` (ascending) from `v`.
+fn remove_at<T>(v: &mut Vec<T>, indices: &[usize]) {
+    let mut i = 0;
+    v.retain(|_| {
+        let keep = !indices.contains(&i);
+        i += 1;
+        keep
+    });
 }
 
 /// How long an announcement may wait in `fbp` (AMQP `expiration`, in
@@ -598,17 +680,21 @@ impl Transport for Amqp {
             state.subscriptions = kept;
             (ended, state.live.clone())
         };
+        let mut failed = None;
         for sub in ended as Vec<Subscription> {
             sub.ended.cancel();
             let tag = sub.tag.lock().unwrap().take();
             if let (Some(live), Some(tag)) = (&live, tag) {
-                live.consume
-                    .basic_cancel(tag, BasicCancelOptions::default())
-                    .await
-                    .map_err(|e| Error::broker(format!("stop consuming {queue:?}"), describe_err(&e)))?;
+                // On a connection replaced meanwhile there is nothing to
+                // cancel: the subscription is not replayed.
+                if let Err(e) = live.consume.basic_cancel(tag, BasicCancelOptions::default()).await {
+                    if live.connection.status().connected() {
+                        failed = Some(Error::broker(format!("stop consuming {queue:?}"), describe_err(&e)));
+                    }
+                }
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     async fn publish(&self, target: Target, payload: Payload, persistent: bool) -> Result<()> {

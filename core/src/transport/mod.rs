@@ -133,9 +133,10 @@ pub trait Transport: Send + Sync {
     async fn subscribe(&self, queue: &str, inport: Arc<str>, sink: mpsc::Sender<Delivery>) -> Result<()>;
 
     /// End the subscriptions to `queue` that deliver into `sink` (others to
-    /// the same queue go on). When it returns nothing more is handed to
-    /// `sink` from them; deliveries already handed over settle as usual.
-    /// Not resumed after a reconnect. Nothing to end is fine.
+    /// the same queue go on). When it returns nothing more is taken from
+    /// the broker for them; what was already received may still be handed
+    /// to `sink` and settles as usual. Not resumed after a reconnect.
+    /// Nothing to end is fine.
     async fn unsubscribe(&self, queue: &str, sink: &mpsc::Sender<Delivery>) -> Result<()>;
 
     /// Publish. Returns once queued in order; confirmation is tracked by the

@@ -545,22 +545,20 @@ impl Transport for Mqtt {
     /// message still on its way is then acked and dropped.
     async fn unsubscribe(&self, queue: &str, sink: &mpsc::Sender<Delivery>) -> Result<()> {
         self.check_open()?;
-        let last = {
+        {
             let mut subs = self.subscribers.lock().unwrap();
             let Some(list) = subs.get_mut(queue) else { return Ok(()) };
             list.retain(|(_, s)| !s.same_channel(sink));
-            let last = list.is_empty();
-            if last {
+            if list.is_empty() {
                 subs.remove(queue);
                 self.unsubscribed.lock().unwrap().insert(queue.to_owned());
                 for p in self.early.lock().unwrap().remove(queue).unwrap_or_default() {
                     let _ = self.client.try_ack(&p);
                 }
+                // Queued under the lock, so a SUBSCRIBE to the same topic
+                // made right after cannot overtake it.
+                self.client.try_unsubscribe(queue).map_err(|e| Error::broker(format!("unsubscribe {queue:?}"), e.to_string()))?;
             }
-            last
-        };
-        if last {
-            self.client.unsubscribe(queue).await.map_err(|_| Error::Closed)?;
         }
         Ok(())
     }

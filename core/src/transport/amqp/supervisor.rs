@@ -49,7 +49,12 @@ pub(super) async fn supervise(inner: Arc<Inner>, mut lost: mpsc::UnboundedReceiv
             // next attempt replays it) instead of waiting out the outage.
             let opened = {
                 let mut state = inner.state.lock().await;
-                inner.open(&mut state, current + 1).await
+                // `close` waits for this lock: an attempt hanging on an
+                // unreachable broker gives way to it.
+                tokio::select! {
+                    r = inner.open(&mut state, current + 1) => r,
+                    _ = inner.closed.cancelled() => return,
+                }
             };
             match opened {
                 Ok(()) => {
