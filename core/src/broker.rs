@@ -179,6 +179,54 @@ impl BrokerUrl {
     }
 }
 
+/// TLS files for `amqps://` and `mqtts://`, from the environment (so the
+/// participants a coordinator starts get them too):
+///
+/// - `MSGFLO_TLS_CA`: a PEM file of CA certificates the broker's
+///   certificate is verified with (AMQP: in addition to the system's roots;
+///   MQTT: instead of them). Without it, the system's roots.
+/// - `MSGFLO_TLS_CERT` and `MSGFLO_TLS_KEY`: a PEM client certificate and
+///   its PEM (PKCS#8) key, for brokers that ask for one. Both or neither.
+///
+/// The broker's name in the URL is checked against its certificate; there
+/// is never a fallback to plain TCP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: Option<Vec<u8>>,
+    /// (certificate, key), PEM.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsFiles {
+    /// Read the files the environment names; a missing or unreadable one
+    /// is an error that names the variable and the file.
+    pub fn from_env() -> Result<TlsFiles> {
+        Self::from_vars(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<TlsFiles> {
+        let read = |key: &str| -> Result<Option<Vec<u8>>> {
+            let Some(path) = var(key) else { return Ok(None) };
+            std::fs::read(path.trim()).map(Some).map_err(|e| Error::Connection {
+                url: format!("{key}={path}"),
+                reason: format!("cannot read the TLS file: {e}"),
+            })
+        };
+        let ca = read("MSGFLO_TLS_CA")?;
+        let client = match (read("MSGFLO_TLS_CERT")?, read("MSGFLO_TLS_KEY")?) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Connection {
+                    url: "MSGFLO_TLS_CERT / MSGFLO_TLS_KEY".into(),
+                    reason: "a client certificate needs both: the certificate and its key".into(),
+                })
+            }
+        };
+        Ok(TlsFiles { ca, client })
+    }
+}
+
 /// Hide the password of a URL so it can be logged.
 pub fn redact(raw: &str) -> String {
     match url::Url::parse(raw) {
@@ -227,6 +275,26 @@ mod tests {
         ] {
             assert!(matches!(BrokerUrl::parse(bad), Err(Error::InvalidUrl { .. })), "{bad}");
         }
+    }
+
+    #[test]
+    fn tls_files_from_the_environment() {
+        let dir = std::env::temp_dir().join(format!("msgflo-tls-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, b"CA").unwrap();
+        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let vars = |pairs: Vec<(&'static str, String)>| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        assert_eq!(TlsFiles::from_vars(vars(vec![])).unwrap(), TlsFiles::default());
+        let t = TlsFiles::from_vars(vars(vec![("MSGFLO_TLS_CA", path(&ca))])).unwrap();
+        assert_eq!(t.ca.as_deref(), Some(&b"CA"[..]));
+        let t = TlsFiles::from_vars(vars(vec![("MSGFLO_TLS_CERT", path(&ca)), ("MSGFLO_TLS_KEY", path(&ca))])).unwrap();
+        assert_eq!(t.client, Some((b"CA".to_vec(), b"CA".to_vec())));
+        let e = TlsFiles::from_vars(vars(vec![("MSGFLO_TLS_CA", "/no/such/ca.pem".into())])).unwrap_err().to_string();
+        assert!(e.contains("MSGFLO_TLS_CA=/no/such/ca.pem") && e.contains("cannot read"), "{e}");
+        let e = TlsFiles::from_vars(vars(vec![("MSGFLO_TLS_CERT", path(&ca))])).unwrap_err().to_string();
+        assert!(e.contains("needs both"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -304,7 +304,18 @@ impl Inner {
     async fn open(self: &Arc<Self>, state: &mut State, generation: u64) -> Result<()> {
         let conn_err = |e: lapin::Error| Error::Connection { url: self.url.redacted(), reason: describe_err(&e) };
         let props = ConnectionProperties::default().with_connection_name(self.options.connection_name.clone().into());
-        let connection = Arc::new(Connection::connect_uri(amqp_uri(&self.url), props).await.map_err(conn_err)?);
+        let connection = if matches!(self.url.scheme, crate::broker::Scheme::Amqp { tls: true }) {
+            let files = crate::broker::TlsFiles::from_env()?;
+            let tls = lapin::tcp::OwnedTLSConfig {
+                identity: files.client.map(|(pem, key)| lapin::tcp::OwnedIdentity::PKCS8 { pem, key }),
+                cert_chain: files.ca.map(|ca| String::from_utf8_lossy(&ca).into_owned()),
+            };
+            let runtime = lapin::runtime::default_runtime().map_err(conn_err)?;
+            Connection::connect_uri_with_config(amqp_uri(&self.url), props, tls, runtime).await
+        } else {
+            Connection::connect_uri(amqp_uri(&self.url), props).await
+        };
+        let connection = Arc::new(connection.map_err(conn_err)?);
         let result = async {
             let publish = connection.create_channel().await.map_err(conn_err)?;
             publish.confirm_select(ConfirmSelectOptions::default()).await.map_err(conn_err)?;

@@ -184,7 +184,7 @@ impl Settle for NoSettle {
     }
 }
 
-fn options(url: &BrokerUrl, session: Option<&Session>) -> MqttOptions {
+fn options(url: &BrokerUrl, session: Option<&Session>) -> Result<MqttOptions> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let id = session.map(|s| s.id.clone()).unwrap_or_else(|| format!("msgflo-{}", &id[..16]));
     let mut o = MqttOptions::new(id, url.host.clone(), url.port);
@@ -200,9 +200,13 @@ fn options(url: &BrokerUrl, session: Option<&Session>) -> MqttOptions {
     if matches!(url.scheme, Scheme::Mqtt { tls: true }) {
         // rustls needs a process-wide crypto provider; ring keeps builds lean.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        o.set_transport(rumqttc::Transport::tls_with_default_config());
+        let files = crate::broker::TlsFiles::from_env()?;
+        o.set_transport(match files.ca {
+            Some(ca) => rumqttc::Transport::tls(ca, files.client, None),
+            None => rumqttc::Transport::tls_with_default_config(),
+        });
     }
-    o
+    Ok(o)
 }
 
 impl Mqtt {
@@ -211,7 +215,7 @@ impl Mqtt {
     pub async fn connect(url: BrokerUrl, options_: &ConnectOptions) -> Result<Self> {
         let session = if url.qos == 1 { Some(claim_session(&options_.connection_name)?) } else { None };
         let qos = if session.is_some() { QoS::AtLeastOnce } else { QoS::AtMostOnce };
-        let (client, mut eventloop) = AsyncClient::new(options(&url, session.as_ref()), 1024);
+        let (client, mut eventloop) = AsyncClient::new(options(&url, session.as_ref())?, 1024);
         // Messages go out at once: with Nagle a publish that follows another
         // waits for the broker's delayed ACK (~40 ms per hop).
         let mut net = rumqttc::NetworkOptions::new();

@@ -38,6 +38,8 @@ fn is_root() -> bool {
 pub struct PrivateRabbit {
     pub node: String,
     pub port: u16,
+    /// The port `{port}` stood for in `start_with`'s configuration.
+    pub tls_port: u16,
     dist_port: u16,
     pub dir: PathBuf,
     child: Option<Child>,
@@ -53,12 +55,19 @@ impl PrivateRabbit {
     /// Start a node that also listens on `extra` addresses (IPs of links to
     /// network namespaces the test created), on the same port.
     pub fn start_on(name: &str, extra: &[&str]) -> PrivateRabbit {
+        Self::start_with(name, extra, "")
+    }
+
+    /// Start a node with `conf` added to its rabbitmq.conf (e.g. a TLS
+    /// listener); `{port}` in it is replaced by a free port of its own,
+    /// which becomes `tls_port`.
+    pub fn start_with(name: &str, extra: &[&str], conf_extra: &str) -> PrivateRabbit {
         let id = unique(name);
         let dir = std::env::temp_dir().join(format!("msgflo-{id}"));
         for sub in ["mnesia", "log"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
-        let mut r = PrivateRabbit { node: format!("{id}@localhost"), port: free_port(), dist_port: free_port(), dir, child: None, pid: None };
+        let mut r = PrivateRabbit { node: format!("{id}@localhost"), port: free_port(), dist_port: free_port(), tls_port: 0, dir, child: None, pid: None };
         let mut conf = format!("listeners.tcp.1 = 127.0.0.1:{}\n", r.port);
         for (i, ip) in extra.iter().enumerate() {
             conf.push_str(&format!("listeners.tcp.{} = {ip}:{}\n", i + 2, r.port));
@@ -67,6 +76,8 @@ impl PrivateRabbit {
         if !extra.is_empty() {
             conf.push_str("loopback_users = none\n");
         }
+        r.tls_port = free_port();
+        conf.push_str(&conf_extra.replace("{port}", &r.tls_port.to_string()));
         std::fs::write(r.dir.join("rabbitmq.conf"), conf).unwrap();
         if is_root() {
             let st = Command::new("chown").args(["-R", "rabbitmq:rabbitmq"]).arg(&r.dir).status().unwrap();
@@ -191,10 +202,15 @@ impl PrivateMosquitto {
 
     /// Also listening on `extra` addresses (links to test namespaces).
     pub fn start_on(persistent: bool, extra: &[&str]) -> PrivateMosquitto {
+        Self::start_with(persistent, extra, "")
+    }
+
+    /// With `listener_extra` lines after the first listener (TLS files).
+    pub fn start_with(persistent: bool, extra: &[&str], listener_extra: &str) -> PrivateMosquitto {
         let port = free_port();
         let dir = std::env::temp_dir().join(unique("msgflo-mosq"));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut conf = format!("listener {port} 127.0.0.1\n");
+        let mut conf = format!("listener {port} 127.0.0.1\n{listener_extra}");
         for ip in extra {
             conf.push_str(&format!("listener {port} {ip}\n"));
         }
