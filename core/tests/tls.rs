@@ -165,4 +165,40 @@ async fn amqps_and_mqtts_with_a_ca_of_our_own() {
         std::env::remove_var(k);
     }
     let _ = Path::new(&pki.dir);
+
+    // Credentials: a password never shows, not in `msgflo status` (also
+    // verbose, with debug logs), not in `msgflo send`'s logs, not in the
+    // error for a wrong one, not in discovery.
+    const SECRET: &str = "s3cr3t-pw-5e7a";
+    rabbit.ctl(&["add_user", "msgflo", SECRET]).unwrap();
+    rabbit.ctl(&["set_permissions", "-p", "/", "msgflo", ".*", ".*", ".*"]).unwrap();
+    let url = format!("amqp://msgflo:{SECRET}@127.0.0.1:{}", rabbit.port);
+    let role = unique("creds");
+    let (participant, _serving) = start_repeat(&role, msgflo::Options::broker(&url)).await;
+    let run = |args: Vec<String>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_msgflo")).args(&args).env("RUST_LOG", "msgflo=debug").output().unwrap();
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    // Its announcement is in `fbp` (where `status` finds it) before asking.
+    let raw = Raw::connect_to(&url).await;
+    eventually("the announcement in fbp", T, || async { (raw.depth("fbp").await > 0).then_some(()) }).await;
+    let (ok, status) = run(vec!["status".into(), "--broker".into(), url.clone(), "--wait".into(), "2".into(), "--verbose".into()]);
+    assert!(ok, "{status}");
+    assert!(status.contains("msgflo:***@"), "the URL is shown masked: {status}");
+    assert!(status.contains(&role), "status lists the participant: {status}");
+    let (ok, json) = run(vec!["status".into(), "--broker".into(), url.clone(), "--wait".into(), "1".into(), "--json".into()]);
+    assert!(ok, "{json}");
+    let (ok, sent) = run(vec!["send".into(), "--broker".into(), url.clone(), "--queue".into(), format!("{role}.IN"), "--json".into(), "1".into()]);
+    assert!(ok, "{sent}");
+    let wrong = format!("amqp://msgflo:{SECRET}-wrong@127.0.0.1:{}", rabbit.port);
+    let (ok, refused) = run(vec!["send".into(), "--broker".into(), wrong, "--queue".into(), format!("{role}.IN"), "--json".into(), "1".into()]);
+    assert!(!ok, "a wrong password is refused: {refused}");
+    for (what, text) in [("status", &status), ("status --json", &json), ("send", &sent), ("a refused login", &refused)] {
+        assert!(!text.contains(SECRET), "the password shows in {what}: {text}");
+    }
+    participant.announce().await.unwrap();
+    let m = raw.get("fbp", T).await;
+    let text = String::from_utf8_lossy(&m.delivery.data).into_owned();
+    assert!(text.contains(&role) && !text.contains(SECRET), "discovery: {text}");
+    participant.stop().await.unwrap();
 }
