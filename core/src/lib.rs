@@ -25,6 +25,8 @@
 //! - [`runtime`]: the one tokio runtime for hosts (Python, C++), fork guard.
 //! - [`seconds`]: seconds given by people, checked into durations.
 //! - [`logs`]: the core's log lines handed to a host language's logging.
+//! - [`stats`]: what a participant measures of its work (processing times
+//!   per inport), reported to observers with each heartbeat.
 //! - `graph` (feature `coordinator`): graphs from the `.fbp` DSL and the
 //!   JSON format, and `library`: how to start a participant for a
 //!   component. The bindings build without them.
@@ -62,6 +64,7 @@ pub mod message;
 pub mod participant;
 pub mod runtime;
 pub mod seconds;
+pub mod stats;
 pub mod transport;
 
 pub use discovery::{Definition, ParticipantInfo, Port, PortDef};

@@ -182,6 +182,9 @@ pub struct Delivery {
     tag: u64,
     generation: u64,
     settler: Arc<dyn Settle>,
+    /// Set when a participant hands it to its handler: the settlement is
+    /// counted in the participant's stats.
+    handed: Option<crate::stats::Handed>,
 }
 
 impl Delivery {
@@ -192,6 +195,19 @@ impl Delivery {
             tag,
             generation,
             settler,
+            handed: None,
+        }
+    }
+
+    /// Being handed to a handler now; its settlement goes into `stats`.
+    pub(crate) fn hand_over(&mut self, stats: &Arc<crate::stats::Stats>, queue: &str) {
+        stats.handed(&self.message.inport, queue);
+        self.handed = Some(crate::stats::Handed { at: std::time::Instant::now(), stats: stats.clone() });
+    }
+
+    fn count(&self, how: Settlement) {
+        if let Some(h) = &self.handed {
+            h.stats.settled(&self.message.inport, how, h.at.elapsed());
         }
     }
 
@@ -226,6 +242,7 @@ impl Delivery {
     fn complete(&self, to: u8, how: Settlement) -> Result<()> {
         match self.state.compare_exchange(PENDING, to, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
+                self.count(how);
                 self.settler.settle(self.tag, self.generation, how);
                 Ok(())
             }
@@ -239,6 +256,7 @@ impl Drop for Delivery {
     fn drop(&mut self) {
         if self.state.load(Ordering::Acquire) == PENDING {
             tracing::debug!(inport = %self.message.inport, "delivery dropped unsettled; requeueing it");
+            self.count(Settlement::Requeue);
             self.settler.settle(self.tag, self.generation, Settlement::Requeue);
         }
     }

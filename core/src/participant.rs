@@ -103,6 +103,8 @@ struct Shared {
     announced: std::sync::atomic::AtomicBool,
     /// The heartbeat task; `stop` waits for it before closing.
     tasks: tokio_util::task::TaskTracker,
+    /// Processing times and outcomes per inport, reported with heartbeats.
+    stats: Arc<crate::stats::Stats>,
 }
 
 struct Completions {
@@ -172,6 +174,7 @@ impl Participant {
                 stop: CancellationToken::new(),
                 announced: Default::default(),
                 tasks: tokio_util::task::TaskTracker::new(),
+                stats: Default::default(),
             }),
         })
     }
@@ -234,7 +237,18 @@ impl Participant {
                 Err(_) => break,
             }
         }
+        let (info, stats) = (&self.shared.info, &self.shared.stats);
+        for d in &mut out {
+            let queue = info.inport(d.inport()).and_then(|p| p.queue.as_deref()).unwrap_or("");
+            d.hand_over(stats, queue);
+        }
         out
+    }
+
+    /// What this participant measured since the previous call (the
+    /// heartbeat reports it to observers); `None` when idle.
+    pub fn stats_report(&self) -> Option<crate::stats::StatsReport> {
+        self.shared.stats.report(&self.shared.info.role, &self.shared.info.id)
     }
 
     /// Like [`Participant::recv_batch`], giving up after `timeout` (empty).
@@ -540,6 +554,17 @@ async fn heartbeat(
             Ok(()) => debug!(role = %s.info.role, "discovery heartbeat sent"),
             Err(e) => warn!(role = %s.info.role, error = %e, "discovery heartbeat failed"),
         }
+        // What was measured since, to observers only (guv).
+        if let Some(report) = s.stats.report(&s.info.role, &s.info.id) {
+            let message = serde_json::json!({"protocol": "msgflo", "command": "stats", "payload": report});
+            let sent = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = s.transport.broadcast_to_observers(Payload::json(&message)) => r,
+            };
+            if let Err(e) = sent {
+                debug!(role = %s.info.role, error = %e, "stats not sent");
+            }
+        }
     }
 }
 
@@ -753,6 +778,38 @@ mod tests {
         assert_eq!(broker.take("dead").unwrap(), b"\"panic\"");
         p.stop().await.unwrap();
         serving.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn processing_times_and_outcomes_are_measured_per_inport() {
+        let name = unique("stats");
+        let p = start(&name, "rep").await;
+        let broker = MemoryBroker::named(&name);
+        for i in 0..4 {
+            broker.publish(&Target::Queue("rep.IN".into()), i.to_string().as_bytes());
+        }
+        assert!(p.stats_report().is_none(), "nothing handed over yet");
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            got.extend(within("four deliveries", p.recv_batch(4)).await);
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await; // "work"
+        got.pop().unwrap().nack().unwrap();
+        got.pop().unwrap().ack().unwrap();
+        got.pop().unwrap().ack().unwrap();
+        let held = got.pop().unwrap();
+        let r = p.stats_report().expect("a report");
+        let port = &r.inports["in"];
+        assert_eq!((port.queue.as_str(), port.acked, port.nacked, port.requeued, port.inflight), ("rep.IN", 2, 1, 0, 1));
+        assert_eq!(port.processing.len(), 3);
+        assert!(port.processing.iter().all(|s| *s >= 0.03 && *s < 10.0), "{:?}", port.processing);
+        // The next report starts from zero; the one in flight carries over.
+        drop(held); // requeued: counted, not a processing time
+        let r = p.stats_report().expect("a report");
+        let port = &r.inports["in"];
+        assert_eq!((port.acked, port.nacked, port.requeued, port.inflight, port.processing.len()), (0, 0, 1, 0, 0));
+        assert!(p.stats_report().is_none(), "idle");
+        p.stop().await.unwrap();
     }
 
     #[tokio::test]

@@ -387,3 +387,46 @@ async fn a_deleted_queue_concerns_its_subscription_not_the_connection() {
     t.close().await.unwrap();
     raw.cleanup(&[&q1, &q2, &q3], &[&q1, &q2, &format!("dead-{q1}"), &format!("dead-{q2}")]).await;
 }
+
+#[tokio::test]
+async fn processing_times_reach_observers_with_the_heartbeat() {
+    init_logs();
+    let role = unique("stats");
+    let opts = Options { heartbeat: Some(Duration::from_millis(300)), ..options() };
+    let p = Participant::start(&repeat_def(), &role, opts).await.unwrap();
+    let observer = msgflo::transport::connect(&amqp_url(), &msgflo::ConnectOptions::default()).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    observer.subscribe_discovery(tx).await.unwrap();
+    let raw = Raw::connect().await;
+    for i in 0..3 {
+        raw.send_to_queue(&format!("{role}.IN"), format!("{i}").as_bytes()).await;
+    }
+    let mut handled = 0;
+    while handled < 3 {
+        for d in p.recv_batch_timeout(3, T).await {
+            tokio::time::sleep(Duration::from_millis(50)).await; // the work
+            d.ack().unwrap();
+            handled += 1;
+        }
+    }
+    // Reports come with heartbeats, on the observers' channel only.
+    let (mut acked, mut samples) = (0, Vec::new());
+    let deadline = tokio::time::Instant::now() + T;
+    while acked < 3 {
+        let d = tokio::time::timeout_at(deadline, rx.recv()).await.expect("stats in time").unwrap();
+        let v: serde_json::Value = serde_json::from_slice(d.payload().as_bytes()).unwrap();
+        let _ = d.ack();
+        if v["command"] == "stats" && v["payload"]["role"] == role.as_str() {
+            let port = &v["payload"]["inports"]["in"];
+            assert_eq!(port["queue"], format!("{role}.IN"));
+            acked += port["acked"].as_u64().unwrap();
+            samples.extend(port["processing"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap()));
+        }
+    }
+    assert_eq!(acked, 3);
+    assert_eq!(samples.len(), 3);
+    assert!(samples.iter().all(|s| (0.05..10.0).contains(s)), "{samples:?}");
+    p.stop().await.unwrap();
+    observer.close().await.unwrap();
+    cleanup(&raw, &role).await;
+}

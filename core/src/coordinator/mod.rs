@@ -601,6 +601,8 @@ impl State {
                 self.snapshot_due = true;
                 false
             }
+            // For guv; the coordinator does not use them (yet).
+            ObserverMessage::Stats(_) => false,
             ObserverMessage::Replay { age_ms, message } => {
                 let at = Instant::now().checked_sub(Duration::from_millis(age_ms)).unwrap_or_else(Instant::now);
                 // Decoding made sure it holds an announcement.

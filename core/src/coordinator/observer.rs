@@ -8,6 +8,7 @@
 //! | `msgflo` / `query` | none | a newcomer asks running coordinators what they know |
 //! | `msgflo` / `replay` | `{age_ms, message}` | an answer: one participant's latest announcement and how old it is |
 //! | `msgflo` / `wires` | `{wires: [WireStatus]}` | an answer: the broker edges a coordinator wired |
+//! | `msgflo` / `stats` | a [`StatsReport`] | a participant's processing times and outcomes since its previous heartbeat (for guv) |
 //!
 //! Anything else is refused with a reason (and counted by the caller).
 
@@ -15,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::WireStatus;
 use crate::discovery::Announced;
+use crate::stats::StatsReport;
 
 /// One message on the discovery channel.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +26,7 @@ pub enum ObserverMessage {
     /// A replayed announcement, `age_ms` old when it was sent.
     Replay { age_ms: u64, message: Box<ObserverMessage> },
     Wires(Vec<WireStatus>),
+    Stats(Box<StatsReport>),
 }
 
 impl ObserverMessage {
@@ -49,6 +52,9 @@ impl ObserverMessage {
             ("msgflo", "wires") => serde_json::from_value::<Vec<WireStatus>>(payload["wires"].clone())
                 .map(ObserverMessage::Wires)
                 .map_err(|e| format!("not a list of wires: {e}")),
+            ("msgflo", "stats") => serde_json::from_value::<StatsReport>(payload)
+                .map(|r| ObserverMessage::Stats(Box::new(r)))
+                .map_err(|e| format!("not a stats report: {e}")),
             ("msgflo", "replay") if replay_allowed => {
                 let age_ms = payload["age_ms"].as_u64().unwrap_or(0);
                 match Self::from_value(payload["message"].clone(), false)? {
@@ -69,6 +75,7 @@ impl ObserverMessage {
                 json!({"protocol": "msgflo", "command": "replay", "payload": {"age_ms": age_ms, "message": message.to_json()}})
             }
             ObserverMessage::Wires(wires) => json!({"protocol": "msgflo", "command": "wires", "payload": {"wires": wires}}),
+            ObserverMessage::Stats(report) => json!({"protocol": "msgflo", "command": "stats", "payload": report}),
         }
     }
 }
@@ -90,6 +97,11 @@ mod tests {
             ObserverMessage::Query,
             ObserverMessage::Replay { age_ms: 1500, message: Box::new(ObserverMessage::Participant(Box::new(announced()))) },
             ObserverMessage::Wires(vec![wire]),
+            ObserverMessage::Stats(Box::new(StatsReport {
+                role: "r".into(),
+                id: "r1".into(),
+                inports: [("in".to_owned(), crate::stats::PortStats { queue: "r.IN".into(), acked: 2, nacked: 1, requeued: 0, inflight: 1, processing: vec![0.25, 0.5, 1.0] })].into(),
+            })),
         ] {
             let bytes = serde_json::to_vec(&m.to_json()).unwrap();
             assert_eq!(ObserverMessage::decode(&bytes).unwrap(), m);

@@ -116,12 +116,19 @@ pub async fn run(roles: Vec<RoleConfig>, opts: RunOptions) -> Result<(), String>
         .collect();
     let start = Instant::now();
     let mut transport: Option<Arc<dyn Transport>> = None;
+    // Processing times participants measured (their `stats` reports on the
+    // observers' channel), by inport queue, until the next poll of the role
+    // that reads that queue.
+    let measured: Measured = Default::default();
     let mut failed = Vec::new();
     loop {
         if transport.is_none() {
             let o = ConnectOptions { connection_name: "msgflo guv".into(), ..Default::default() };
             match transport::connect(&broker, &o).await {
-                Ok(t) => transport = Some(t),
+                Ok(t) => {
+                    listen_for_stats(&t, measured.clone()).await;
+                    transport = Some(t);
+                }
                 Err(e) => {
                     if opts.oneshot {
                         return Err(format!("cannot connect to {broker}: {e}"));
@@ -170,7 +177,7 @@ pub async fn run(roles: Vec<RoleConfig>, opts: RunOptions) -> Result<(), String>
                     running: current.map(|c| c.saturating_sub(booting)),
                     booting,
                     arrivals,
-                    processing_samples: vec![],
+                    processing_samples: take_measured(&measured, &role.queues),
                 };
                 let mut d = st.policy.decide(&obs);
                 d.desired = d.desired.min(role_for_cap.maximum.max(role.minimum));
@@ -265,5 +272,83 @@ pub async fn run(roles: Vec<RoleConfig>, opts: RunOptions) -> Result<(), String>
                 return Ok(());
             }
         }
+    }
+}
+
+/// Processing times reported by participants, by inport queue.
+type Measured = Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<f64>>>>;
+
+/// Samples kept per queue between two polls (the latest).
+const MEASURED_KEEP: usize = 2000;
+
+/// Read the participants' `stats` reports into `measured`. Without them
+/// (the original's participants) the configured times are used.
+async fn listen_for_stats(t: &Arc<dyn Transport>, measured: Measured) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<crate::Delivery>(1024);
+    if let Err(e) = t.subscribe_discovery(tx).await {
+        tracing::warn!(error = %e, "cannot listen for participants' processing times; using the configured ones");
+        return;
+    }
+    tokio::spawn(async move {
+        while let Some(d) = rx.recv().await {
+            if let Ok(crate::coordinator::observer::ObserverMessage::Stats(report)) =
+                crate::coordinator::observer::ObserverMessage::decode(d.payload().as_bytes())
+            {
+                let mut m = measured.lock().unwrap_or_else(|p| p.into_inner());
+                for port in report.inports.values() {
+                    let samples = m.entry(port.queue.clone()).or_default();
+                    samples.extend(port.processing.iter().copied().filter(|x| x.is_finite() && *x >= 0.0));
+                    let extra = samples.len().saturating_sub(MEASURED_KEEP);
+                    samples.drain(..extra);
+                }
+            }
+            let _ = d.ack();
+        }
+    });
+}
+
+/// The samples measured for `queues` since the previous call.
+fn take_measured(measured: &Measured, queues: &[String]) -> Vec<f64> {
+    let mut m = measured.lock().unwrap_or_else(|p| p.into_inner());
+    queues.iter().flat_map(|q| m.remove(q).unwrap_or_default()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{PortStats, StatsReport};
+
+    #[tokio::test]
+    async fn participants_reports_become_the_roles_samples() {
+        let name = format!("guv-stats-{}", uuid::Uuid::new_v4().simple());
+        let t: Arc<dyn Transport> = Arc::new(crate::transport::memory::MemoryTransport::connect(&name));
+        let measured: Measured = Default::default();
+        listen_for_stats(&t, measured.clone()).await;
+        let report = |queue: &str, processing: Vec<f64>| StatsReport {
+            role: "w".into(),
+            id: "w1".into(),
+            inports: [("in".to_owned(), PortStats { queue: queue.into(), acked: processing.len() as u64, processing, ..Default::default() })].into(),
+        };
+        let send = |r: StatsReport| {
+            let t = t.clone();
+            async move {
+                let m = serde_json::json!({"protocol": "msgflo", "command": "stats", "payload": r});
+                t.broadcast_to_observers(crate::Payload::json(&m)).await.unwrap();
+            }
+        };
+        send(report("w.IN", vec![0.3, 0.31])).await;
+        send(report("other.IN", vec![9.0])).await;
+        send(report("w.IN", vec![0.29, -1.0])).await;
+        let queues = vec!["w.IN".to_owned()];
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while got.len() < 3 {
+            got.extend(take_measured(&measured, &queues));
+            assert!(tokio::time::Instant::now() < deadline, "samples in time: {got:?}");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(got, vec![0.3, 0.31, 0.29], "this role's queue only, a negative time dropped");
+        assert!(take_measured(&measured, &queues).is_empty(), "taken once");
+        assert_eq!(take_measured(&measured, &["other.IN".to_owned()]), vec![9.0]);
     }
 }
