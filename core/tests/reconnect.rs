@@ -353,3 +353,35 @@ async fn mqtt_resubscribes_more_than_1024_topics() {
     t.close().await.unwrap();
     broker.stop();
 }
+
+/// A participant's stats report on a broker no observer has used yet (no
+/// `msgflo.discovery` exchange): it declares the exchange instead of
+/// publishing into nothing, which closed the publish channel and looped
+/// reconnects (found by this file's restart test spinning).
+#[tokio::test]
+async fn stats_on_a_broker_without_observers() {
+    init_logs();
+    let _turn = RABBITMQ_RESTART.lock().await;
+    let rabbit = PrivateRabbit::start("stats");
+    let role = unique("stats");
+    let opts = Options { heartbeat: Some(Duration::from_millis(200)), ..Options::broker(rabbit.url()) };
+    let p = Participant::start(&repeat_def(), &role, opts).await.unwrap();
+    let generation = p.transport().generation();
+    let raw = Raw::connect_to(&rabbit.url()).await;
+    raw.send_to_queue(&format!("{role}.IN"), b"1").await;
+    let d = p.recv_batch_timeout(1, T).await.pop().expect("a delivery");
+    d.ack().unwrap();
+    // The next heartbeat reports it, declaring the observers' exchange.
+    eventually("the observers' exchange declared by the report", T, || async {
+        let ch = raw.channel().await;
+        let opts = lapin::options::ExchangeDeclareOptions { passive: true, ..Default::default() };
+        ch.exchange_declare("msgflo.discovery".into(), lapin::ExchangeKind::Fanout, opts, FieldTable::default()).await.ok()
+    })
+    .await;
+    raw.send_to_queue(&format!("{role}.IN"), b"2").await;
+    let d = p.recv_batch_timeout(1, T).await.pop().expect("still consuming");
+    d.ack().unwrap();
+    p.transport().flush().await.unwrap();
+    assert_eq!(*generation.borrow(), 1, "no reconnect");
+    p.stop().await.unwrap();
+}

@@ -827,6 +827,21 @@ impl Transport for Amqp {
         Ok(())
     }
 
+    /// Declares the observers' exchange first (recorded, so once per
+    /// connection): a participant's stats report may be the first message
+    /// for it on a broker no observer has used yet, and a publish to a
+    /// missing exchange would close the publish channel.
+    async fn broadcast_to_observers(&self, message: Payload) -> Result<()> {
+        let fanout = Declaration { kind: PortKind::Out, queue: DISCOVERY_FANOUT.into(), persistent: true };
+        // Recorded declarations are replayed on every connection: one
+        // round trip the first time only (a coordinator answers a query
+        // with one broadcast per participant).
+        if !self.inner.state.lock().await.declarations.contains(&fanout) {
+            self.declare(&fanout).await?;
+        }
+        self.inner.publish(Target::Exchange(DISCOVERY_FANOUT.into()), message, false, None).await
+    }
+
     /// Stamped with the time (seconds), so an observer that finds it in
     /// the `fbp` backlog later knows how old it is.
     async fn announce(&self, message: Payload) -> Result<()> {
