@@ -6,7 +6,7 @@
 //! discovery message stays as the original's), so guv scales from
 //! measured processing times instead of configured ones.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ pub struct PortStats {
     pub inflight: u64,
     /// Seconds from hand-over to settlement of settled deliveries (the
     /// latest [`MAX_SAMPLES`]).
-    pub processing: Vec<f64>,
+    pub processing: VecDeque<f64>,
 }
 
 /// A participant's report: `{"protocol": "msgflo", "command": "stats",
@@ -49,11 +49,16 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// `inport` (with its queue) handed a delivery to the handler.
+    /// `inport` (with its queue) handed a delivery to the handler. On the
+    /// hot path: the port's entry is made (and its names copied) once.
     pub(crate) fn handed(&self, inport: &str, queue: &str) {
         let mut ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());
-        let p = ports.entry(inport.to_owned()).or_insert_with(|| PortStats { queue: queue.to_owned(), ..Default::default() });
-        p.inflight += 1;
+        match ports.get_mut(inport) {
+            Some(p) => p.inflight += 1,
+            None => {
+                ports.insert(inport.to_owned(), PortStats { queue: queue.to_owned(), inflight: 1, ..Default::default() });
+            }
+        }
     }
 
     /// A delivery handed over `took` ago was settled.
@@ -71,9 +76,9 @@ impl Stats {
             }
         }
         if p.processing.len() == MAX_SAMPLES {
-            p.processing.remove(0);
+            p.processing.pop_front();
         }
-        p.processing.push(took.as_secs_f64());
+        p.processing.push_back(took.as_secs_f64());
     }
 
     /// The figures since the previous report, which start again from zero

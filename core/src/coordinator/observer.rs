@@ -100,7 +100,7 @@ mod tests {
             ObserverMessage::Stats(Box::new(StatsReport {
                 role: "r".into(),
                 id: "r1".into(),
-                inports: [("in".to_owned(), crate::stats::PortStats { queue: "r.IN".into(), acked: 2, nacked: 1, requeued: 0, inflight: 1, processing: vec![0.25, 0.5, 1.0] })].into(),
+                inports: [("in".to_owned(), crate::stats::PortStats { queue: "r.IN".into(), acked: 2, nacked: 1, requeued: 0, inflight: 1, processing: [0.25, 0.5, 1.0].into() })].into(),
             })),
         ] {
             let bytes = serde_json::to_vec(&m.to_json()).unwrap();

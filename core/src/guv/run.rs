@@ -327,7 +327,7 @@ mod tests {
         let report = |queue: &str, processing: Vec<f64>| StatsReport {
             role: "w".into(),
             id: "w1".into(),
-            inports: [("in".to_owned(), PortStats { queue: queue.into(), acked: processing.len() as u64, processing, ..Default::default() })].into(),
+            inports: [("in".to_owned(), PortStats { queue: queue.into(), acked: processing.len() as u64, processing: processing.into(), ..Default::default() })].into(),
         };
         let send = |r: StatsReport| {
             let t = t.clone();
