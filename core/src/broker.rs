@@ -49,12 +49,33 @@ pub struct BrokerUrl {
     /// parser: `heartbeat`, `frame_max`, `channel_max`,
     /// `connection_timeout` (ms), `auth_mechanism`.
     pub amqp_options: lapin::uri::AMQPQueryString,
+    /// Every address given, `(host, port)`, the first being `host`/`port`:
+    /// `amqp://user:pass@node1:5672,node2:5673,node3/vhost` names the nodes
+    /// of a RabbitMQ cluster; the connection goes to the first that
+    /// answers, and after a loss to the next one (AMQP only).
+    pub addresses: Vec<(String, u16)>,
+    /// `?queue_type=quorum` (AMQP): inport queues of persistent ports and
+    /// the `fbp` discovery queue are declared as quorum queues (replicated
+    /// over a cluster's nodes). Off by default: the original declares
+    /// classic queues, and a queue declared both ways is refused (406).
+    pub queue_type: QueueType,
     raw: String,
+}
+
+/// The type of the queues a participant declares for its durable inports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    /// What the original declares: no `x-queue-type` argument.
+    #[default]
+    Classic,
+    /// `x-queue-type: quorum`: replicated, survives the loss of a minority
+    /// of a cluster's nodes.
+    Quorum,
 }
 
 /// Query options each scheme understands; any other is refused (a typo
 /// must not be dropped silently).
-const AMQP_OPTIONS: [&str; 5] = ["heartbeat", "frame_max", "channel_max", "connection_timeout", "auth_mechanism"];
+const AMQP_OPTIONS: [&str; 6] = ["heartbeat", "frame_max", "channel_max", "connection_timeout", "auth_mechanism", "queue_type"];
 const MQTT_OPTIONS: [&str; 2] = ["heartbeat", "qos"];
 
 /// The URL from the environment, if the user configured one.
@@ -100,7 +121,8 @@ impl BrokerUrl {
             url: redact(raw),
             reason: reason.to_owned(),
         };
-        let url = url::Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
+        let (first, others) = split_addresses(raw.trim());
+        let url = url::Url::parse(&first).map_err(|e| bad(&e.to_string()))?;
         let (scheme, default_port) = match url.scheme() {
             "amqp" => (Scheme::Amqp { tls: false }, 5672),
             "amqps" => (Scheme::Amqp { tls: true }, 5671),
@@ -134,9 +156,22 @@ impl BrokerUrl {
         if let Some((k, _)) = url.query_pairs().find(|(k, _)| !known.contains(&k.as_ref())) {
             return Err(bad(&format!("unknown option {k:?}; this scheme takes {}", if known.is_empty() { "none".to_owned() } else { known.join(", ") })));
         }
+        let port = url.port().unwrap_or(default_port);
+        let mut addresses = vec![(host.clone(), port)];
+        if !others.is_empty() && !matches!(scheme, Scheme::Amqp { .. }) {
+            return Err(bad("several addresses are for AMQP (the nodes of a RabbitMQ cluster); give one"));
+        }
+        for other in &others {
+            let u = url::Url::parse(&format!("{}://{other}", url.scheme())).map_err(|e| bad(&format!("address {other:?}: {e}")))?;
+            let h = u.host_str().unwrap_or("");
+            if h.is_empty() || u.path().len() > 1 || u.query().is_some() || !u.username().is_empty() {
+                return Err(bad(&format!("address {other:?}: host[:port] expected (credentials, vhost and options go with the first)")));
+            }
+            addresses.push((h.to_owned(), u.port().unwrap_or(default_port)));
+        }
+        let mut queue_type = QueueType::Classic;
         let amqp_options = match scheme {
-            Scheme::Amqp { .. } => raw
-                .trim()
+            Scheme::Amqp { .. } => lapin_query(&first)
                 .parse::<lapin::uri::AMQPUri>()
                 .map_err(|e| bad(&format!("AMQP options: {e}")))?
                 .query,
@@ -146,6 +181,12 @@ impl BrokerUrl {
             if k == "heartbeat" {
                 let n = v.parse::<u16>().map_err(|_| bad(&format!("heartbeat={v:?}: whole seconds, 0-65535, expected")))?;
                 heartbeat = Some(n);
+            } else if k == "queue_type" {
+                queue_type = match v.as_ref() {
+                    "classic" => QueueType::Classic,
+                    "quorum" => QueueType::Quorum,
+                    _ => return Err(bad(&format!("queue_type={v:?}: classic or quorum expected"))),
+                };
             } else if k == "qos" {
                 qos = match v.as_ref() {
                     "0" => 0,
@@ -158,8 +199,10 @@ impl BrokerUrl {
             heartbeat,
             qos,
             amqp_options,
+            addresses,
+            queue_type,
             scheme,
-            port: url.port().unwrap_or(default_port),
+            port,
             host,
             username,
             password,
@@ -227,15 +270,53 @@ impl TlsFiles {
     }
 }
 
-/// Hide the password of a URL so it can be logged.
-pub fn redact(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => raw.to_owned(),
+/// The authority of `scheme://authority/...`: its byte range in `raw`.
+fn authority_range(raw: &str) -> Option<(usize, usize)> {
+    let start = raw.find("://")? + 3;
+    let end = raw[start..].find(['/', '?', '#']).map_or(raw.len(), |i| start + i);
+    Some((start, end))
+}
+
+/// `scheme://[userinfo@]h1[:p1],h2[:p2]/rest` -> the URL with the first
+/// address only, and the other addresses (`h2[:p2]`, ...).
+fn split_addresses(raw: &str) -> (String, Vec<String>) {
+    let Some((start, end)) = authority_range(raw) else { return (raw.to_owned(), vec![]) };
+    let authority = &raw[start..end];
+    let hosts_at = authority.rfind('@').map_or(0, |i| i + 1);
+    let mut hosts = authority[hosts_at..].split(',');
+    let first = hosts.next().unwrap_or("");
+    let others: Vec<String> = hosts.map(str::to_owned).collect();
+    if others.is_empty() {
+        return (raw.to_owned(), vec![]);
     }
+    (format!("{}{}{first}{}", &raw[..start], &authority[..hosts_at], &raw[end..]), others)
+}
+
+/// The query keys lapin's URI parser reads (ours, `queue_type`, removed).
+fn lapin_query(url: &str) -> String {
+    match url.split_once('?') {
+        None => url.to_owned(),
+        Some((base, query)) => {
+            let kept: Vec<&str> = query.split('&').filter(|kv| !kv.starts_with("queue_type=") && *kv != "queue_type").collect();
+            if kept.is_empty() {
+                base.to_owned()
+            } else {
+                format!("{base}?{}", kept.join("&"))
+            }
+        }
+    }
+}
+
+/// Hide the password of a URL so it can be logged: whatever follows the
+/// first `:` of the user information (before the last `@` of the
+/// authority) becomes `***`. Textual, so it works on URLs that do not
+/// parse and on address lists too.
+pub fn redact(raw: &str) -> String {
+    let Some((start, end)) = authority_range(raw) else { return raw.to_owned() };
+    let authority = &raw[start..end];
+    let Some(at) = authority.rfind('@') else { return raw.to_owned() };
+    let Some(colon) = authority[..at].find(':') else { return raw.to_owned() };
+    format!("{}***{}", &raw[..start + colon + 1], &raw[start + at..])
 }
 
 #[cfg(test)]
@@ -331,6 +412,31 @@ mod tests {
             let e = BrokerUrl::parse(bad).unwrap_err();
             assert_eq!(e.code(), crate::ErrorCode::InvalidUrl, "{bad}");
         }
+    }
+
+    #[test]
+    fn several_addresses_for_a_cluster() {
+        let u = BrokerUrl::parse("amqp://u:p%40ss@n1:5701,n2:5702,[::1]/v?heartbeat=5&queue_type=quorum").unwrap();
+        assert_eq!(u.addresses, vec![("n1".into(), 5701), ("n2".into(), 5702), ("[::1]".into(), 5672)]);
+        assert_eq!((u.host.as_str(), u.port, u.vhost.as_str(), u.heartbeat), ("n1", 5701, "v", Some(5)));
+        assert_eq!(u.password.as_deref(), Some("p@ss"));
+        assert_eq!(u.queue_type, QueueType::Quorum);
+        assert_eq!(u.redacted(), "amqp://u:***@n1:5701,n2:5702,[::1]/v?heartbeat=5&queue_type=quorum");
+        let one = BrokerUrl::parse("amqp://h").unwrap();
+        assert_eq!((one.addresses, one.queue_type), (vec![("h".into(), 5672)], QueueType::Classic));
+        for bad in ["mqtt://a,b", "amqp://a,", "amqp://a,b:x", "amqp://h?queue_type=stream", "amqp://a,b?x=1"] {
+            assert!(matches!(BrokerUrl::parse(bad), Err(Error::InvalidUrl { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn redaction_is_textual() {
+        assert_eq!(redact("amqp://guest:secret@localhost:5672/"), "amqp://guest:***@localhost:5672/");
+        assert_eq!(redact("amqp://user@h"), "amqp://user@h");
+        assert_eq!(redact("amqp://h/x@y:z"), "amqp://h/x@y:z");
+        assert_eq!(redact("amqp://u:a@b@h"), "amqp://u:***@h", "the last @ ends the user information");
+        assert_eq!(redact("not a url"), "not a url");
+        assert_eq!(redact("mqtt://u:p@h1,h2?qos=1"), "mqtt://u:***@h1,h2?qos=1");
     }
 
     #[test]

@@ -90,6 +90,34 @@ async fn conflicting_declaration_names_the_queue() {
     cleanup(&raw, &role).await;
 }
 
+/// `?queue_type=quorum` declares the inport as a quorum queue: it carries
+/// messages, and a participant declaring it the original's way (classic)
+/// gets the clear conflict error, as does the reverse.
+#[tokio::test]
+async fn quorum_queues_are_opt_in_and_conflicts_are_named() {
+    init_logs();
+    let quorum = |url: String| if url.contains('?') { format!("{url}&queue_type=quorum") } else { format!("{url}?queue_type=quorum") };
+    let raw = Raw::connect().await;
+    let role = unique("quorum");
+    let (p, _h) = start_repeat(&role, Options::broker(quorum(amqp_url()))).await;
+    let in_q = format!("{role}.IN");
+    let out = raw.tap(&format!("{role}.OUT")).await;
+    raw.send_to_queue(&in_q, b"q1").await;
+    assert_eq!(raw.get(&out, T).await.data, b"q1");
+    let err = Participant::connect(&repeat_def(), &role, options()).await.err().expect("406 expected");
+    assert_eq!(err.code(), ErrorCode::DeclarationConflict, "{err}");
+    p.stop().await.unwrap();
+    cleanup(&raw, &role).await;
+
+    let role = unique("quorum");
+    let in_q = format!("{role}.IN");
+    raw.ch.queue_declare(in_q.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, dead_letter_args(&in_q)).await.unwrap();
+    let err = Participant::connect(&repeat_def(), &role, Options::broker(quorum(amqp_url()))).await.err().expect("406 expected");
+    assert_eq!(err.code(), ErrorCode::DeclarationConflict, "{err}");
+    assert!(err.to_string().contains(&in_q) && err.to_string().contains("x-queue-type=quorum"), "{err}");
+    cleanup(&raw, &role).await;
+}
+
 #[tokio::test]
 async fn discovery_has_exact_keys_and_repeats_with_a_stable_id() {
     init_logs();

@@ -873,3 +873,91 @@ async fn mqtt_qos1_coordinator_killed() {
     );
     drop((pa, pb, first, second));
 }
+
+/// A three-node RabbitMQ cluster of the suite's own; the node that a Rust
+/// and a Python participant are connected to is SIGKILLed mid-stream.
+/// They fail over to the next node of their URL's list, and with
+/// `queue_type=quorum` (replicated queues) nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_node_killed() {
+    init();
+    let _turn = TURN.lock().await;
+    let n = size(5_000, 50_000);
+    let started = Instant::now();
+    let (mut a, b, c) = blocking(|| {
+        let a = PrivateRabbit::start("faults-cla");
+        let b = PrivateRabbit::start("faults-clb");
+        let c = PrivateRabbit::start("faults-clc");
+        b.join(&a);
+        c.join(&a);
+        (a, b, c)
+    });
+    let formed = started.elapsed();
+    let members = b.ctl(&["cluster_status", "--formatter", "json"]).unwrap();
+    for node in [&a.node, &b.node, &c.node] {
+        assert!(members.contains(node.as_str()), "{node} in the cluster: {members}");
+    }
+    // Participants list node a first; the test's own clients start on b and c.
+    let list = |first: &PrivateRabbit, rest: [&PrivateRabbit; 2]| {
+        format!("amqp://127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}/?queue_type=quorum", first.port, rest[0].port, rest[1].port)
+    };
+    let (on_a, on_b, on_c) = (list(&a, [&b, &c]), list(&b, [&c, &a]), list(&c, [&a, &b]));
+    let (r, p) = (unique("clrust"), unique("clpython"));
+    let (pr, _h) = start_repeat(&r, Options::broker(&on_a)).await;
+    let mut py = Proc::spawn("python", python_shim(&p, &on_a), &b.dir);
+    let w = transport::connect(&on_b, &ConnectOptions::default()).await.unwrap();
+    for q in [&r, &p] {
+        w.declare(&in_decl(&format!("{q}.IN"))).await.unwrap();
+        w.declare(&out_decl(&format!("{q}.OUT"))).await.unwrap();
+    }
+    w.bind(&format!("{r}.OUT"), &format!("{p}.IN")).await.unwrap();
+    wait_consumers(&b.url(), &format!("{p}.IN"), 1, &mut [&mut py]).await;
+    let sink = Sink::start(&on_c, &format!("{p}.OUT")).await;
+    let types = b.ctl(&["list_queues", "name", "type"]).unwrap();
+    for q in [format!("{r}.IN"), format!("{p}.IN"), sink.queue.clone(), "fbp".into()] {
+        let line = types.lines().find(|l| l.split_whitespace().next() == Some(q.as_str())).unwrap_or_else(|| panic!("queue {q} in {types}"));
+        assert!(line.ends_with("quorum"), "{q} is a quorum queue: {line}");
+    }
+    let mut generation = pr.transport().generation();
+    generation.borrow_and_update();
+
+    let stream = Instant::now();
+    let sender = send_range(w.clone(), format!("{r}.IN"), 0, n);
+    while sink.distinct() < n / 3 {
+        assert!(stream.elapsed() < Duration::from_secs(120), "a third through before the kill");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let at_kill = sink.distinct();
+    let killed = Instant::now();
+    blocking(|| a.kill());
+    // Failover: the Rust participant's connection is replaced.
+    eventually("the Rust participant fails over", Duration::from_secs(60), || {
+        let changed = generation.has_changed().unwrap_or(false);
+        async move { changed.then_some(()) }
+    })
+    .await;
+    let failover = killed.elapsed();
+    sink.wait_all("cluster-node-killed", n, Duration::from_secs(240)).await;
+    sender.await.unwrap();
+    for q in [format!("{r}.IN"), format!("{p}.IN"), sink.queue.clone()] {
+        eventually(&format!("{q} drained"), Duration::from_secs(60), || async { (ready(&b.url(), &q).await == 0).then_some(()) }).await;
+    }
+    assert!(!py.exited(), "the Python participant survived its node's death:\n{}", py.output());
+    assert!(logged("connected to cluster node 2 of 3") >= 1, "the failover is logged");
+    // The sender's and two hops' windows at most (the sink is on c).
+    let bound = 3 * window();
+    sink.report(
+        "cluster-node-killed (3-node RabbitMQ cluster, quorum queues; Rust -> Python on the killed node)",
+        n,
+        bound,
+        &format!(
+            "; cluster formed in {:.1} s; killed after {at_kill} arrived; Rust participant failed over after {:.1} s; total {:.1} s",
+            formed.as_secs_f64(),
+            failover.as_secs_f64(),
+            stream.elapsed().as_secs_f64()
+        ),
+    );
+    pr.stop().await.unwrap();
+    drop(py);
+    drop((b, c));
+}

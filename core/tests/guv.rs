@@ -14,8 +14,17 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use msgflo::guv::backend::{Backend, Heroku, Kubernetes};
 use msgflo::guv::config::RoleConfig;
-use msgflo::guv::http::{self, Request};
+use msgflo::guv::http;
 use tokio::net::TcpListener;
+
+/// A request as the recording server saw it (header names lower case).
+#[derive(Debug, Clone)]
+struct Request {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
 
 fn msgflo() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_msgflo"));
@@ -154,27 +163,31 @@ async fn oneshot_dry_run_json_on_rabbitmq() {
     ch.queue_delete(q.as_str().into(), Default::default()).await.unwrap();
 }
 
-/// A local HTTP server that records every request and answers with `answer`.
+/// A local HTTP server (axum) that records every request and answers
+/// with `answer`.
 async fn recording_server(answer: impl Fn(&Request) -> (u16, String) + Send + Sync + 'static) -> (String, Arc<Mutex<Vec<Request>>>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", l.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
     let answer = Arc::new(answer);
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = l.accept().await.unwrap();
-            let seen = seen2.clone();
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                if let Some(req) = http::read_request(&mut s).await {
-                    let (status, body) = answer(&req);
-                    seen.lock().unwrap().push(req);
-                    http::respond(&mut s, status, "application/json", &body).await;
-                }
-            });
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (seen, answer) = (seen2.clone(), answer.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let req = Request {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_owned(),
+                headers: parts.headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+            };
+            let (status, text) = answer(&req);
+            seen.lock().unwrap().push(req);
+            (axum::http::StatusCode::from_u16(status).unwrap(), [(axum::http::header::CONTENT_TYPE, "application/json")], text)
         }
     });
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
     (base, seen)
 }
 

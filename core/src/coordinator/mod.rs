@@ -564,7 +564,7 @@ impl State {
 
     async fn handle_bytes(&mut self, bytes: &[u8], at: Instant) -> bool {
         match ObserverMessage::decode(bytes) {
-            Ok(m) => self.handle_message(m, at).await,
+            Ok(m) => self.handle_message(m, at, false).await,
             Err(why) => {
                 self.reject(why, bytes);
                 false
@@ -573,11 +573,12 @@ impl State {
     }
 
     /// `true` when the registry learned a new role or definition.
-    async fn handle_message(&mut self, m: ObserverMessage, at: Instant) -> bool {
+    /// `replay`: `m` is another coordinator's copy of what it saw at `at`.
+    async fn handle_message(&mut self, m: ObserverMessage, at: Instant, replay: bool) -> bool {
         match m {
             ObserverMessage::Participant(a) => {
                 let (role, id, component) = (a.role.clone(), a.id.clone(), a.component.clone());
-                let what = self.registry.observe(*a, at);
+                let what = if replay { self.registry.observe_replay(*a, at) } else { self.registry.observe(*a, at) };
                 self.observed.store(self.registry.observed, std::sync::atomic::Ordering::Relaxed);
                 match what {
                     Observed::NewRole => info!(role = %role, "discovered {role} ({component})"),
@@ -606,7 +607,7 @@ impl State {
             ObserverMessage::Replay { age_ms, message } => {
                 let at = Instant::now().checked_sub(Duration::from_millis(age_ms)).unwrap_or_else(Instant::now);
                 // Decoding made sure it holds an announcement.
-                Box::pin(self.handle_message(*message, at)).await
+                Box::pin(self.handle_message(*message, at, true)).await
             }
         }
     }

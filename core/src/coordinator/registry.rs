@@ -94,9 +94,20 @@ impl Registry {
         self.expiry
     }
 
-    /// Record a discovery message seen at `at` (earlier than now for a
-    /// replay from another coordinator).
+    /// Record a discovery message seen at `at`.
     pub fn observe(&mut self, a: Announced, at: Instant) -> Observed {
+        self.sighting(a, at, false)
+    }
+
+    /// Record another coordinator's replay of a discovery message it saw
+    /// at `at`: it makes an instance known (or alive again, when recent),
+    /// but it is a copy, not a heartbeat of its own, so it is not counted
+    /// as one (queries from other observers would inflate the count).
+    pub fn observe_replay(&mut self, a: Announced, at: Instant) -> Observed {
+        self.sighting(a, at, true)
+    }
+
+    fn sighting(&mut self, a: Announced, at: Instant, replay: bool) -> Observed {
         self.observed += 1;
         let id = a.id.clone();
         let role = match self.roles.get_mut(&a.role) {
@@ -117,7 +128,9 @@ impl Registry {
                 Observed::NewInstance
             }
             Some(inst) => {
-                inst.heartbeats += 1;
+                if !replay {
+                    inst.heartbeats += 1;
+                }
                 // A replayed (older) sighting never moves last_seen back.
                 if at > inst.last_seen {
                     inst.last_seen = at;
@@ -307,7 +320,20 @@ mod tests {
         let old = Instant::now();
         std::thread::sleep(Duration::from_millis(60));
         r.observe(ann("a", "a-1", "a.IN"), Instant::now());
-        r.observe(ann("a", "a-1", "a.IN"), old);
+        r.observe_replay(ann("a", "a-1", "a.IN"), old);
         assert!(r.role("a").unwrap().instances["a-1"].last_seen > old);
+    }
+
+    #[test]
+    fn replays_make_instances_known_but_are_not_heartbeats() {
+        let mut r = Registry::new(Duration::from_secs(60));
+        let now = Instant::now();
+        assert_eq!(r.observe_replay(ann("a", "a-1", "a.IN"), now), Observed::NewRole);
+        assert_eq!(r.role("a").unwrap().instances["a-1"].heartbeats, 1, "a first sighting");
+        for _ in 0..3 {
+            r.observe_replay(ann("a", "a-1", "a.IN"), now);
+        }
+        r.observe(ann("a", "a-1", "a.IN"), now);
+        assert_eq!(r.role("a").unwrap().instances["a-1"].heartbeats, 2, "the replays were copies");
     }
 }

@@ -141,8 +141,7 @@ impl Backend for Kubernetes {
 }
 
 /// Heroku Platform API: base from `GUV_HEROKU_URL` (default
-/// https://api.heroku.com, which needs TLS: not supported by our client
-/// yet), app from the role's `app` or `GUV_APP`, token from `apikey` or
+/// https://api.heroku.com), app from the role's `app` or `GUV_APP`, token from `apikey` or
 /// `HEROKU_API_KEY`.
 pub struct Heroku {
     pub base: String,

@@ -120,6 +120,8 @@ pub async fn run(roles: Vec<RoleConfig>, opts: RunOptions) -> Result<(), String>
     // observers' channel), by inport queue, until the next poll of the role
     // that reads that queue.
     let measured: Measured = Default::default();
+    // Reports come with each heartbeat; three missed ones mean gone.
+    let fresh = crate::discovery::heartbeat_interval() * 3;
     let mut failed = Vec::new();
     loop {
         if transport.is_none() {
@@ -141,12 +143,26 @@ pub async fn run(roles: Vec<RoleConfig>, opts: RunOptions) -> Result<(), String>
         }
         let t = transport.clone().expect("connected above");
         let now = Instant::now();
-        for st in states.iter_mut().filter(|s| s.due <= now) {
+        let due: Vec<usize> = (0..states.len()).filter(|&i| states[i].due <= now).collect();
+        // Current counts: one call per backend for all its due roles (the
+        // Heroku backend reads each app's formation once).
+        let mut currents: BTreeMap<String, Result<Option<u32>, String>> = BTreeMap::new();
+        for (kind, be) in &backends {
+            let roles: Vec<&RoleConfig> = due.iter().map(|&i| &states[i].role).filter(|r| r.backend.name() == *kind).collect();
+            if !roles.is_empty() {
+                currents.extend(be.current(&roles).await);
+            }
+        }
+        // Observe and decide, role by role.
+        let mut decided: Vec<(usize, Observation, Option<u32>, Decision)> = Vec::new();
+        let mut failures: Vec<(usize, String)> = Vec::new();
+        for &i in &due {
+            let st = &mut states[i];
             let role = st.role.clone();
             let be = backends.get(role.backend.name()).expect("one backend per kind");
-            let result: Result<(), String> = async {
+            let result: Result<(Observation, Option<u32>, Decision), String> = async {
                 let depth = source::depth(&t, &broker, management.as_deref(), &role.queues).await?;
-                let current = match be.current(&[&role]).await.remove(&role.name) {
+                let current = match currents.remove(&role.name) {
                     Some(Ok(c)) => c,
                     Some(Err(e)) if opts.dry_run => {
                         tracing::debug!(role = %role.name, error = %e, "backend cannot tell the current count (dry run)");
@@ -173,7 +189,9 @@ pub async fn run(roles: Vec<RoleConfig>, opts: RunOptions) -> Result<(), String>
                 let obs = Observation {
                     now: start.elapsed().as_secs_f64(),
                     ready: depth.ready,
-                    unacked: depth.unacked,
+                    // In flight: the management API's count, else what
+                    // the role's participants reported lately.
+                    unacked: depth.unacked.or_else(|| reported_inflight(&measured, &role.queues, fresh)),
                     running: current.map(|c| c.saturating_sub(booting)),
                     booting,
                     arrivals,
@@ -187,67 +205,86 @@ pub async fn run(roles: Vec<RoleConfig>, opts: RunOptions) -> Result<(), String>
                 if let Some(w) = &d.warning {
                     tracing::warn!(role = %role.name, "{w}");
                 }
-                let applied = if opts.dry_run || current == Some(d.desired) {
-                    None
-                } else {
-                    be.apply(&[(&role, d.desired)]).await.remove(&role.name)
-                };
-                let line = decision_json(&role, &obs, current, &d, role.backend.name(), applied.as_ref());
-                if opts.json {
-                    println!("{line}");
-                } else {
-                    println!(
-                        "{}: jobs {} (ready {}, in flight {}), workers {} -> {} ({}){}",
-                        role.name,
-                        obs.jobs(),
-                        obs.ready,
-                        obs.unacked.map_or("unknown".into(), |u| u.to_string()),
-                        current.map_or("unknown".into(), |c| c.to_string()),
-                        d.desired,
-                        d.reason,
-                        if opts.dry_run { " [dry run]" } else { "" }
-                    );
-                }
-                if let Some(f) = log.as_mut() {
-                    if let Err(e) = writeln!(f, "{line}") {
-                        tracing::warn!(error = %e, "cannot write the decision log");
-                    }
-                }
-                metrics.update(&role.name, |m| {
-                    m.ready = obs.ready;
-                    m.inflight = obs.unacked;
-                    m.rate = d.rate;
-                    m.processing_mean = d.processing_mean;
-                    m.processing_quantile = d.processing_quantile;
-                    m.percentile = role.percentile;
-                    m.current = current;
-                    m.desired = d.desired;
-                    m.predicted_wait = d.predicted_wait;
-                    m.alert = d.alert;
-                });
-                if let Some(Err(e)) = applied {
-                    return Err(format!("applying {} workers: {e}", d.desired));
-                }
-                Ok(())
+                Ok((obs, current, d))
             }
             .await;
             match result {
-                Ok(()) => {
-                    st.failures = 0;
-                    st.due = now + Duration::from_secs_f64(role.pollinterval);
-                }
-                Err(e) => {
-                    st.failures += 1;
-                    let wait = (role.pollinterval * 2f64.powi(st.failures.min(5) as i32 - 1)).min(300.0);
-                    tracing::warn!(role = %role.name, error = %e, retry_in_s = wait, "poll failed");
-                    metrics.update(&role.name, |m| m.errors += 1);
-                    if opts.json && opts.oneshot {
-                        println!("{}", serde_json::json!({"role": role.name, "queue": role.queues.join(","), "error": e}));
-                    }
-                    failed.push(format!("{}: {e}", role.name));
-                    st.due = now + Duration::from_secs_f64(wait);
+                Ok((obs, current, d)) => decided.push((i, obs, current, d)),
+                Err(e) => failures.push((i, e)),
+            }
+        }
+        // Apply: one call per backend with every change (one PATCH per
+        // Heroku app).
+        let mut applied: BTreeMap<String, Result<u32, String>> = BTreeMap::new();
+        if !opts.dry_run {
+            for (kind, be) in &backends {
+                let changes: Vec<(&RoleConfig, u32)> = decided
+                    .iter()
+                    .filter(|(i, _, current, d)| states[*i].role.backend.name() == *kind && *current != Some(d.desired))
+                    .map(|(i, _, _, d)| (&states[*i].role, d.desired))
+                    .collect();
+                if !changes.is_empty() {
+                    applied.extend(be.apply(&changes).await);
                 }
             }
+        }
+        // Tell, log, and schedule the next poll.
+        for (i, obs, current, d) in decided {
+            let role = &states[i].role;
+            let applied = applied.remove(&role.name);
+            let line = decision_json(role, &obs, current, &d, role.backend.name(), applied.as_ref());
+            if opts.json {
+                println!("{line}");
+            } else {
+                println!(
+                    "{}: jobs {} (ready {}, in flight {}), workers {} -> {} ({}){}",
+                    role.name,
+                    obs.jobs(),
+                    obs.ready,
+                    obs.unacked.map_or("unknown".into(), |u| u.to_string()),
+                    current.map_or("unknown".into(), |c| c.to_string()),
+                    d.desired,
+                    d.reason,
+                    if opts.dry_run { " [dry run]" } else { "" }
+                );
+            }
+            if let Some(f) = log.as_mut() {
+                if let Err(e) = writeln!(f, "{line}") {
+                    tracing::warn!(error = %e, "cannot write the decision log");
+                }
+            }
+            metrics.update(&role.name, |m| {
+                m.ready = obs.ready;
+                m.inflight = obs.unacked;
+                m.rate = d.rate;
+                m.processing_mean = d.processing_mean;
+                m.processing_quantile = d.processing_quantile;
+                m.percentile = role.percentile;
+                m.current = current;
+                m.desired = d.desired;
+                m.predicted_wait = d.predicted_wait;
+                m.alert = d.alert;
+            });
+            match applied {
+                Some(Err(e)) => failures.push((i, format!("applying {} workers: {e}", d.desired))),
+                _ => {
+                    let st = &mut states[i];
+                    st.failures = 0;
+                    st.due = now + Duration::from_secs_f64(st.role.pollinterval);
+                }
+            }
+        }
+        for (i, e) in failures {
+            let st = &mut states[i];
+            st.failures += 1;
+            let wait = (st.role.pollinterval * 2f64.powi(st.failures.min(5) as i32 - 1)).min(300.0);
+            tracing::warn!(role = %st.role.name, error = %e, retry_in_s = wait, "poll failed");
+            metrics.update(&st.role.name, |m| m.errors += 1);
+            if opts.json && opts.oneshot {
+                println!("{}", serde_json::json!({"role": st.role.name, "queue": st.role.queues.join(","), "error": e}));
+            }
+            failed.push(format!("{}: {e}", st.role.name));
+            st.due = now + Duration::from_secs_f64(wait);
         }
         if opts.oneshot {
             let _ = t.close().await;
@@ -275,8 +312,17 @@ pub async fn run(roles: Vec<RoleConfig>, opts: RunOptions) -> Result<(), String>
     }
 }
 
-/// Processing times reported by participants, by inport queue.
-type Measured = Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<f64>>>>;
+/// What participants reported in their `stats` messages.
+#[derive(Default)]
+struct Reports {
+    /// Processing times by inport queue, until a poll takes them.
+    samples: std::collections::HashMap<String, Vec<f64>>,
+    /// (inport queue, participant id) -> (deliveries in its handler, when
+    /// reported).
+    inflight: std::collections::HashMap<(String, String), (u64, Instant)>,
+}
+
+type Measured = Arc<std::sync::Mutex<Reports>>;
 
 /// Samples kept per queue between two polls (the latest).
 const MEASURED_KEEP: usize = 2000;
@@ -295,8 +341,10 @@ async fn listen_for_stats(t: &Arc<dyn Transport>, measured: Measured) {
                 crate::coordinator::observer::ObserverMessage::decode(d.payload().as_bytes())
             {
                 let mut m = measured.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
                 for port in report.inports.values() {
-                    let samples = m.entry(port.queue.clone()).or_default();
+                    m.inflight.insert((port.queue.clone(), report.id.clone()), (port.inflight, now));
+                    let samples = m.samples.entry(port.queue.clone()).or_default();
                     samples.extend(port.processing.iter().copied().filter(|x| x.is_finite() && *x >= 0.0));
                     let extra = samples.len().saturating_sub(MEASURED_KEEP);
                     samples.drain(..extra);
@@ -310,7 +358,18 @@ async fn listen_for_stats(t: &Arc<dyn Transport>, measured: Measured) {
 /// The samples measured for `queues` since the previous call.
 fn take_measured(measured: &Measured, queues: &[String]) -> Vec<f64> {
     let mut m = measured.lock().unwrap_or_else(|p| p.into_inner());
-    queues.iter().flat_map(|q| m.remove(q).unwrap_or_default()).collect()
+    queues.iter().flat_map(|q| m.samples.remove(q).unwrap_or_default()).collect()
+}
+
+/// Deliveries in the handlers of the participants reading `queues`, as
+/// they reported within `fresh` (a participant silent for longer is gone,
+/// and its deliveries back in the queue); `None` when none reported.
+fn reported_inflight(measured: &Measured, queues: &[String], fresh: Duration) -> Option<u64> {
+    let mut m = measured.lock().unwrap_or_else(|p| p.into_inner());
+    m.inflight.retain(|_, (_, at)| at.elapsed() <= fresh);
+    let mut seen = false;
+    let total = m.inflight.iter().filter(|((q, _), _)| queues.contains(q)).map(|(_, (n, _))| *n).inspect(|_| seen = true).sum();
+    seen.then_some(total)
 }
 
 #[cfg(test)]
@@ -327,7 +386,7 @@ mod tests {
         let report = |queue: &str, processing: Vec<f64>| StatsReport {
             role: "w".into(),
             id: "w1".into(),
-            inports: [("in".to_owned(), PortStats { queue: queue.into(), acked: processing.len() as u64, processing: processing.into(), ..Default::default() })].into(),
+            inports: [("in".to_owned(), PortStats { queue: queue.into(), acked: processing.len() as u64, inflight: processing.len() as u64 + 1, processing: processing.into(), ..Default::default() })].into(),
         };
         let send = |r: StatsReport| {
             let t = t.clone();
@@ -350,5 +409,11 @@ mod tests {
         assert_eq!(got, vec![0.3, 0.31, 0.29], "this role's queue only, a negative time dropped");
         assert!(take_measured(&measured, &queues).is_empty(), "taken once");
         assert_eq!(take_measured(&measured, &["other.IN".to_owned()]), vec![9.0]);
+        // In flight: the latest report of each participant, while fresh.
+        let minute = Duration::from_secs(60);
+        assert_eq!(reported_inflight(&measured, &queues, minute), Some(3), "w1's latest report for w.IN");
+        assert_eq!(reported_inflight(&measured, &["w.IN".to_owned(), "other.IN".to_owned()], minute), Some(5));
+        assert_eq!(reported_inflight(&measured, &["none.IN".to_owned()], minute), None, "nobody reported");
+        assert_eq!(reported_inflight(&measured, &queues, Duration::ZERO), None, "stale reports are dropped");
     }
 }

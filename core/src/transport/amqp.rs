@@ -58,7 +58,7 @@ use pipeline::Pipeline;
 use supervisor::supervise;
 
 use super::{ConnectOptions, Declaration, PortKind, Target, Transport, DISCOVERY_FANOUT, DISCOVERY_QUEUE};
-use crate::broker::BrokerUrl;
+use crate::broker::{BrokerUrl, QueueType};
 use crate::error::{Error, Result};
 use crate::message::{Delivery, Message, Payload, Settle, Settlement};
 
@@ -106,6 +106,9 @@ struct State {
     /// The connection generation on which `fbp` was last declared: once per
     /// connection, not per announcement (a channel round trip each).
     fbp_declared: Option<u64>,
+    /// The address (of the URL's list) of the live connection, or of the
+    /// last one: after a loss the next attempt starts with the next.
+    address: usize,
 }
 
 #[derive(Clone)]
@@ -156,15 +159,17 @@ impl Settle for Settler {
     }
 }
 
-fn amqp_uri(url: &BrokerUrl) -> lapin::uri::AMQPUri {
+/// The URI of address `i` of `url` (a cluster's node; 0 for a single broker).
+fn amqp_uri(url: &BrokerUrl, i: usize) -> lapin::uri::AMQPUri {
     let mut uri = lapin::uri::AMQPUri::default();
     uri.scheme = if matches!(url.scheme, crate::broker::Scheme::Amqp { tls: true }) {
         lapin::uri::AMQPScheme::AMQPS
     } else {
         lapin::uri::AMQPScheme::AMQP
     };
-    uri.authority.host = url.host.clone();
-    uri.authority.port = url.port;
+    let (host, port) = url.addresses.get(i).cloned().unwrap_or_else(|| (url.host.clone(), url.port));
+    uri.authority.host = host;
+    uri.authority.port = port;
     if let Some(u) = &url.username {
         uri.authority.userinfo.username = u.clone();
     }
@@ -234,7 +239,7 @@ impl Amqp {
         let mut state = self.inner.state.lock().await;
         if let Some(live) = state.live.clone() {
             if state.fbp_declared != Some(live.generation) {
-                declare_discovery_queue(&live.connection).await?;
+                declare_discovery_queue(&live.connection, self.inner.url.queue_type).await?;
                 state.fbp_declared = Some(live.generation);
             }
         }
@@ -299,23 +304,59 @@ impl Inner {
         self.ops.send(Op::Publish(p)).map_err(|_| Error::Closed)
     }
 
-    /// Connect, open channels, replay declarations and subscriptions, and
-    /// install the result as generation `generation`.
-    async fn open(self: &Arc<Self>, state: &mut State, generation: u64) -> Result<()> {
-        let conn_err = |e: lapin::Error| Error::Connection { url: self.url.redacted(), reason: describe_err(&e) };
+    /// A connection to address `i` of the URL.
+    /// `tls`: the TLS files, for `amqps://`.
+    async fn connect_to(&self, i: usize, tls: Option<&crate::broker::TlsFiles>) -> std::result::Result<Connection, lapin::Error> {
         let props = ConnectionProperties::default().with_connection_name(self.options.connection_name.clone().into());
-        let connection = if matches!(self.url.scheme, crate::broker::Scheme::Amqp { tls: true }) {
-            let files = crate::broker::TlsFiles::from_env()?;
+        if let Some(files) = tls.cloned() {
             let tls = lapin::tcp::OwnedTLSConfig {
                 identity: files.client.map(|(pem, key)| lapin::tcp::OwnedIdentity::PKCS8 { pem, key }),
                 cert_chain: files.ca.map(|ca| String::from_utf8_lossy(&ca).into_owned()),
             };
-            let runtime = lapin::runtime::default_runtime().map_err(conn_err)?;
-            Connection::connect_uri_with_config(amqp_uri(&self.url), props, tls, runtime).await
+            let runtime = lapin::runtime::default_runtime()?;
+            Connection::connect_uri_with_config(amqp_uri(&self.url, i), props, tls, runtime).await
         } else {
-            Connection::connect_uri(amqp_uri(&self.url), props).await
+            Connection::connect_uri(amqp_uri(&self.url, i), props).await
+        }
+    }
+
+    /// Connect, open channels, replay declarations and subscriptions, and
+    /// install the result as generation `generation`.
+    async fn open(self: &Arc<Self>, state: &mut State, generation: u64) -> Result<()> {
+        let conn_err = |e: lapin::Error| Error::Connection { url: self.url.redacted(), reason: describe_err(&e) };
+        // A cluster: the first node that answers, starting after the one
+        // whose connection was lost (the first of the list at start).
+        let tls = match self.url.scheme {
+            crate::broker::Scheme::Amqp { tls: true } => Some(crate::broker::TlsFiles::from_env()?),
+            _ => None,
         };
-        let connection = Arc::new(connection.map_err(conn_err)?);
+        let n = self.url.addresses.len().max(1);
+        let first = if generation == 1 { 0 } else { (state.address + 1) % n };
+        let mut failures = Vec::new();
+        let mut connected = None;
+        for k in 0..n {
+            let i = (first + k) % n;
+            match self.connect_to(i, tls.as_ref()).await {
+                Ok(c) => {
+                    if n > 1 {
+                        let (host, port) = &self.url.addresses[i];
+                        tracing::info!(node = %format!("{host}:{port}"), "connected to cluster node {} of {n}", i + 1);
+                    }
+                    state.address = i;
+                    connected = Some(c);
+                    break;
+                }
+                Err(e) if n == 1 => return Err(conn_err(e)),
+                Err(e) => {
+                    let (host, port) = &self.url.addresses[i];
+                    failures.push(format!("{host}:{port}: {}", describe_err(&e)));
+                }
+            }
+        }
+        let Some(connection) = connected else {
+            return Err(Error::Connection { url: self.url.redacted(), reason: format!("no node answers ({})", failures.join("; ")) });
+        };
+        let connection = Arc::new(connection);
         let result = async {
             let publish = connection.create_channel().await.map_err(conn_err)?;
             publish.confirm_select(ConfirmSelectOptions::default()).await.map_err(conn_err)?;
@@ -346,7 +387,7 @@ impl Inner {
             // failing connection keeps every one for the next attempt.
             let mut refused_declarations = Vec::new();
             for (i, decl) in state.declarations.iter().enumerate() {
-                let res = declare_on(conn, decl).await;
+                let res = declare_on(conn, decl, self.url.queue_type).await;
                 if !kept(format!("the declaration of {:?}", decl.queue), res)? {
                     refused_declarations.push(i);
                 }
@@ -366,7 +407,7 @@ impl Inner {
                 }
             }
             if state.subscriptions.iter().any(|s| s.queue == DISCOVERY_QUEUE) {
-                declare_discovery_queue(conn).await?;
+                declare_discovery_queue(conn, self.url.queue_type).await?;
             }
             // A queue someone else declared may be gone: consuming it would
             // close the shared consume channel, so look first.
@@ -547,7 +588,7 @@ impl Inner {
             Some(decl) => {
                 let bindings: Vec<String> = state.bindings.iter().filter(|(_, q)| *q == queue).map(|(x, _)| x.clone()).collect();
                 async {
-                    declare_on(&live.connection, &decl).await?;
+                    declare_on(&live.connection, &decl, self.url.queue_type).await?;
                     for exchange in &bindings {
                         bind_on(&live.connection, exchange, &queue).await?;
                     }
@@ -591,7 +632,9 @@ pub fn discovery_expiration() -> String {
 
 /// Declare one port's objects on a fresh channel (a refused declaration
 /// closes the channel it was made on, so it must not be a shared one).
-async fn declare_on(connection: &Connection, decl: &Declaration) -> Result<()> {
+/// `queue_type`: quorum applies to the queues of persistent inports (a
+/// quorum queue is always durable, never auto-deleted).
+async fn declare_on(connection: &Connection, decl: &Declaration, queue_type: QueueType) -> Result<()> {
     let q = decl.queue.as_str();
     let p = decl.persistent;
     let exchange_wanted = format!("fanout exchange durable={p} auto_delete={}", !p);
@@ -606,9 +649,14 @@ async fn declare_on(connection: &Connection, decl: &Declaration) -> Result<()> {
         if decl.kind == PortKind::In {
             let mut args = FieldTable::default();
             args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(format!("dead-{q}").into()));
+            let quorum = p && queue_type == QueueType::Quorum;
+            if quorum {
+                args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            }
             let opts = QueueDeclareOptions { durable: p, auto_delete: !p, ..Default::default() };
             ch.queue_declare(q.into(), opts, args).await.map_err(|e| {
-                let wanted = format!("queue durable={p} auto_delete={} x-dead-letter-exchange=dead-{q}", !p);
+                let kind = if quorum { " x-queue-type=quorum" } else { "" };
+                let wanted = format!("queue durable={p} auto_delete={} x-dead-letter-exchange=dead-{q}{kind}", !p);
                 declare_error(e, "queue", q, wanted)
             })?;
         }
@@ -657,7 +705,7 @@ impl Transport for Amqp {
             return Err(Error::Closed);
         }
         if let Some(live) = &state.live {
-            declare_on(&live.connection, decl).await?;
+            declare_on(&live.connection, decl, self.inner.url.queue_type).await?;
         }
         if !state.declarations.contains(decl) {
             state.declarations.push(decl.clone());
@@ -882,18 +930,34 @@ impl Transport for Amqp {
 }
 
 /// The `fbp` queue as the original declares it: durable, no arguments.
-async fn declare_discovery_queue(connection: &Connection) -> Result<()> {
-    on_fresh_channel(connection, |ch| async move {
-        ch.queue_declare(
-            DISCOVERY_QUEUE.into(),
-            QueueDeclareOptions { durable: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| declare_error(e, "queue", DISCOVERY_QUEUE, "queue durable=true".into()))
-    })
-    .await
+/// With `queue_type=quorum`, a quorum queue (so discovery survives the
+/// loss of the node it lived on) unless it exists already as the original
+/// declared it: then that one is used, with a warning (a coordinator or
+/// participant of the original's on the same vhost keeps working).
+async fn declare_discovery_queue(connection: &Connection, queue_type: QueueType) -> Result<()> {
+    let declare = |quorum: bool| {
+        on_fresh_channel(connection, move |ch| async move {
+            let mut args = FieldTable::default();
+            let mut wanted = "queue durable=true".to_owned();
+            if quorum {
+                args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+                wanted.push_str(" x-queue-type=quorum");
+            }
+            ch.queue_declare(DISCOVERY_QUEUE.into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
+                .await
+                .map(|_| ())
+                .map_err(|e| declare_error(e, "queue", DISCOVERY_QUEUE, wanted))
+        })
+    };
+    if queue_type == QueueType::Quorum {
+        match declare(true).await {
+            Err(Error::DeclarationConflict { reason, .. }) => {
+                warn!(%reason, "the discovery queue {DISCOVERY_QUEUE:?} exists as a classic queue (declared the original's way); using it, so discovery is not replicated");
+            }
+            other => return other,
+        }
+    }
+    declare(false).await
 }
 
 impl Drop for Amqp {

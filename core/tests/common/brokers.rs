@@ -171,6 +171,15 @@ impl PrivateRabbit {
         format!("amqp://127.0.0.1:{}", self.port)
     }
 
+    /// Join `seed`'s cluster (this node's data is reset: join before use).
+    pub fn join(&self, seed: &PrivateRabbit) {
+        for args in [&["stop_app"][..], &["reset"], &["join_cluster", &seed.node], &["start_app"], &["await_startup", "--timeout", "60"]] {
+            if let Err(e) = self.ctl(args) {
+                panic!("{} joining {}: {e}", self.node, seed.node);
+            }
+        }
+    }
+
     pub fn log_dir(&self) -> &Path {
         &self.dir
     }

@@ -110,6 +110,13 @@ enum Cmd {
         /// needs an AMQP broker).
         #[arg(long, value_name = "FILE")]
         scale: Option<PathBuf>,
+        /// With --scale: serve guv's Prometheus metrics on this address
+        /// (e.g. 127.0.0.1:9464), at /metrics.
+        #[arg(long, value_name = "ADDR", requires = "scale")]
+        metrics: Option<std::net::SocketAddr>,
+        /// With --scale: append one JSON line per guv decision to FILE.
+        #[arg(long, value_name = "FILE", requires = "scale")]
+        decisions: Option<PathBuf>,
         /// Do not start participants; only wire the ones that appear.
         #[arg(long)]
         no_start: bool,
@@ -260,8 +267,8 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Cmd::Run { graph, broker, runtime, scale, no_start, expire } => {
-                let graph = run::RunGraph { graph: graph.graph, library: graph.library, ignore: graph.ignore, scale };
+            Cmd::Run { graph, broker, runtime, scale, metrics, decisions, no_start, expire } => {
+                let graph = run::RunGraph { graph: graph.graph, library: graph.library, ignore: graph.ignore, scale, metrics, decisions };
                 run::run(graph, broker.broker, runtime, no_start, expire).await
             }
             Cmd::Setup { graph, broker, participants, only, forever, timeout } => {

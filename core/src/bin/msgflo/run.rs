@@ -19,6 +19,9 @@ pub struct RunGraph {
     pub ignore: Vec<String>,
     /// A guv config: these roles are autoscaled.
     pub scale: Option<PathBuf>,
+    /// guv's metrics address and decision log (with `scale`).
+    pub metrics: Option<std::net::SocketAddr>,
+    pub decisions: Option<PathBuf>,
 }
 
 /// The coordinator's processes as guv's `local` backend: a role's count is
@@ -207,6 +210,8 @@ pub async fn run(args: RunGraph, broker: Option<String>, rt_args: RuntimeArgs, n
             local: Some(std::sync::Arc::new(scaler)),
             stop: Some(guv_stop.clone()),
             broker: url.clone(),
+            metrics: args.metrics,
+            decisions: args.decisions.clone(),
             ..Default::default()
         };
         tracing::info!("autoscaling {} role(s) with guv", scaled.len());
