@@ -325,6 +325,52 @@ async fn kubernetes_guv_run_patches_through_the_cli_against_a_local_recording_ht
     ch.queue_delete(q.as_str().into(), Default::default()).await.unwrap();
 }
 
+/// `msgflo guv` with two roles of one Heroku app: one poll reads the app's
+/// formation once and sends one PATCH with both roles.
+#[tokio::test(flavor = "multi_thread")]
+async fn heroku_guv_run_sends_one_patch_per_app_through_the_cli_against_a_local_recording_http_server() {
+    let raw = Raw::connect().await;
+    let (qa, qb) = (unique("guv-her-a"), unique("guv-her-b"));
+    for (q, n) in [(&qa, 10), (&qb, 20)] {
+        raw.ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+        for i in 0..n {
+            raw.send_to_queue(q, format!("{i}").as_bytes()).await;
+        }
+        eventually("messages ready", Duration::from_secs(10), || async { (raw.depth(q).await == n).then_some(()) }).await;
+    }
+    let (base, seen) = recording_server(|r| {
+        if r.method == "GET" {
+            (200, r#"[{"type":"analyzer","quantity":1},{"type":"thumbs","quantity":1}]"#.into())
+        } else {
+            (200, "[]".into())
+        }
+    })
+    .await;
+    let cfg = write(
+        "heroku.yaml",
+        &format!(
+            "'*': {{app: shop, apikey: k1, backend: heroku, policy: guv, min: 0, max: 20, pollinterval: 1}}\nanalyze: {{queue: {qa}, worker: analyzer}}\nthumbs: {{queue: {qb}, worker: thumbs}}\n"
+        ),
+    );
+    let out = msgflo().args(["guv", "--oneshot", "--json", "--broker", &amqp_url(), "--config"]).arg(&cfg).env("GUV_HEROKU_URL", &base).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reqs = seen.lock().unwrap().clone();
+    let (gets, patches): (Vec<_>, Vec<_>) = reqs.iter().partition(|r| r.method == "GET");
+    assert_eq!(gets.len(), 1, "one formation GET for the app: {reqs:?}");
+    assert_eq!(patches.len(), 1, "one PATCH for the app: {reqs:?}");
+    let v: serde_json::Value = serde_json::from_str(&patches[0].body).unwrap();
+    let mut types: Vec<&str> = v["updates"].as_array().unwrap().iter().map(|u| u["type"].as_str().unwrap()).collect();
+    types.sort();
+    assert_eq!(types, ["analyzer", "thumbs"]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "one decision per role");
+    assert!(lines.iter().all(|l| l["applied"].is_u64()), "{lines:?}");
+    let ch = raw.channel().await;
+    for q in [&qa, &qb] {
+        ch.queue_delete(q.as_str().into(), Default::default()).await.unwrap();
+    }
+}
+
 /// The Python interpreter with grpcio-tools (installed by scripts/setup).
 fn python_with_grpc() -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
@@ -376,4 +422,85 @@ async fn keda_external_scaler_answers_a_real_python_grpc_client() {
     assert_eq!(v["unknown_role"], "NOT_FOUND");
     let ch = raw.channel().await;
     ch.queue_delete(q.as_str().into(), Default::default()).await.unwrap();
+}
+
+/// Live, on RabbitMQ: the decision changes because of the times the
+/// participants measured. The role is configured as taking 5 s a job; the
+/// real participant takes 0.1 s and reports it with its heartbeats; once
+/// enough samples arrived, `msgflo guv` decides with them (its decision
+/// lines show the processing time used) and wants fewer workers.
+#[tokio::test(flavor = "multi_thread")]
+async fn measured_processing_times_change_the_decision_live_on_rabbitmq() {
+    use tokio::io::AsyncBufReadExt;
+    let url = amqp_url();
+    let role = unique("guv-live");
+    let mut o = msgflo::Options::broker(&url);
+    o.heartbeat = Some(Duration::from_millis(300));
+    // One job at a time, as the role's `concurrency: 1` says (`msgflo run
+    // --scale` sets the prefetch the same way): a delivery's time from
+    // hand-over to ack is then its processing time.
+    o.connect.prefetch = 1;
+    let p = msgflo::Participant::start(&repeat_def(), &role, o).await.unwrap();
+    let p2 = p.clone();
+    let serving = tokio::spawn(async move {
+        p2.serve(|m| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(vec![("out".to_string(), m.payload)])
+        })
+        .await
+    });
+    let cfg = write(
+        "live.yaml",
+        &format!("{role}: {{queue: {role}.IN, processing: 5, stddev: 0.1, deadline: 60, min: 0, max: 50, concurrency: 1, pollinterval: 0.5}}\n"),
+    );
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_msgflo"))
+        .args(["guv", "--dry-run", "--json", "--broker", &url, "--config"])
+        .arg(&cfg)
+        .env_remove("MSGFLO_BROKER")
+        .env_remove("GUV_MANAGEMENT_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = lines.next_line().await {
+            let _ = tx.send(serde_json::from_str(&l).unwrap());
+        }
+    });
+    let mut next = async || tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("a decision within 30 s").expect("msgflo guv runs");
+    // Before any report: the configured time.
+    let first = next().await;
+    assert_eq!(first["processing_mean"], 5.0, "{first}");
+    let publisher = msgflo::transport::connect(&url, &Default::default()).await.unwrap();
+    for i in 0..60 {
+        publisher.publish(msgflo::transport::Target::Queue(format!("{role}.IN")), msgflo::Payload::from(format!("{i}")), true).await.unwrap();
+    }
+    publisher.flush().await.unwrap();
+    let mut highest_configured = 0;
+    let measured = loop {
+        let d = next().await;
+        let mean = d["processing_mean"].as_f64().unwrap();
+        if mean < 1.0 {
+            break d;
+        }
+        if d["jobs"].as_u64().unwrap_or(0) > 0 {
+            highest_configured = highest_configured.max(d["desired"].as_u64().unwrap());
+        }
+    };
+    let mean = measured["processing_mean"].as_f64().unwrap();
+    assert!((0.09..0.5).contains(&mean), "the measured mean is about 0.1 s: {measured}");
+    assert!(highest_configured >= 2, "with 5 s a job the backlog wanted several workers ({highest_configured})");
+    // With the measured times the same kind of backlog needs one worker.
+    assert!(measured["desired"].as_u64().unwrap() <= 1, "{measured}");
+    println!("configured 5 s: desired up to {highest_configured}; measured: {measured}");
+    child.kill().await.unwrap();
+    p.stop().await.unwrap();
+    let _ = serving.await;
+    let raw = Raw::connect().await;
+    let qs = [format!("{role}.IN"), format!("{role}.OUT"), format!("dead-{role}.IN")];
+    let refs: Vec<&str> = qs.iter().map(String::as_str).collect();
+    raw.cleanup(&refs, &refs).await;
 }

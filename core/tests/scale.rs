@@ -61,9 +61,12 @@ async fn a_slow_role_scales_up_and_back_on_rabbitmq() {
         ),
     )
     .unwrap();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_msgflo"))
         .current_dir(&dir)
         .args(["run", "graph.fbp", "--library", "msgflo.json", "--port", "0", "--broker", &url, "--scale", "scale.yaml"])
+        .args(["--metrics", &metrics_addr, "--decisions", "decisions.jsonl"])
         .env_remove("MSGFLO_BROKER")
         .env("MSGFLO_DISCOVERY_PERIOD", "2")
         .stdout(Stdio::null())
@@ -87,8 +90,14 @@ async fn a_slow_role_scales_up_and_back_on_rabbitmq() {
     }
     let up = wait_workers(&role, "scaled up", |n| n >= 3).await;
     let took = t0.elapsed();
-    // Two polls (1 s each) and process start-up, with room for a busy machine.
-    assert!(took < Duration::from_secs(10), "scaled to {up} only after {took:?}");
+    // guv's metrics and decision log, from `msgflo run --scale` itself.
+    let wanted = format!("guv_workers_desired{{role=\"{role}\"}} ");
+    let text = eventually("guv's metrics", T, || async {
+        let r = msgflo::guv::http::request("GET", &format!("http://{metrics_addr}/metrics"), &[], None, Duration::from_secs(2)).await.ok()?;
+        r.body.lines().any(|l| l.strip_prefix(wanted.as_str()).and_then(|v| v.parse::<u32>().ok()).is_some_and(|n| n >= 2)).then_some(r.body)
+    })
+    .await;
+    assert!(text.contains(&format!("guv_queue_ready{{role=\"{role}\"}}")), "{text}");
     let mut got = BTreeSet::new();
     while got.len() < 150 {
         let body = next_payload(&mut out, T).await;
@@ -122,6 +131,15 @@ async fn a_slow_role_scales_up_and_back_on_rabbitmq() {
     let status = tokio::time::timeout(T, child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
     wait_workers(&role, "no worker left", |n| n == 0).await;
+    let log = std::fs::read_to_string(dir.join("decisions.jsonl")).unwrap();
+    let decisions: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(decisions.len() >= 5 && decisions.iter().all(|d| d["role"] == role.as_str()), "{log}");
+    // Within two polls of the first that saw the jobs, guv asked for (and
+    // applied) at least three instances: counted in polls, not seconds, so
+    // a busy machine does not fail it.
+    let saw = decisions.iter().position(|d| d["jobs"].as_u64().unwrap_or(0) > 0).expect("a poll saw the jobs");
+    let scaled = decisions.iter().position(|d| d["desired"].as_u64().unwrap_or(0) >= 3 && d["applied"].is_u64()).expect("a scale-up applied");
+    assert!(scaled <= saw + 2, "scale-up {} polls after the first that saw jobs: {log}", scaled - saw);
     let raw = Raw::connect().await;
     let qs = [format!("{role}.IN"), format!("{role}.OUT"), format!("dead-{role}.IN")];
     let refs: Vec<&str> = qs.iter().map(String::as_str).collect();
