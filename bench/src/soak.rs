@@ -124,7 +124,9 @@ async fn main() {
     // Participants heartbeat every `heartbeat` s: the coordinator's period
     // is set to match, so its expiry (three heartbeats) keeps them alive.
     let period = args.heartbeat * 2.2;
-    let mut child = Command::new(&args.msgflo)
+    // Absolute: the child runs in the temp folder.
+    let msgflo = std::fs::canonicalize(&args.msgflo).unwrap_or_else(|e| panic!("{}: {e} (build it: cargo build --release -p msgflo)", args.msgflo));
+    let mut child = Command::new(&msgflo)
         .args(["run", "--no-start", "--no-runtime"])
         .arg(&graph)
         .env("MSGFLO_DISCOVERY_PERIOD", format!("{period}"))

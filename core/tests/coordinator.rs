@@ -522,3 +522,21 @@ async fn stale_discovery_backlog_shows_as_gone_amqp() {
     p.stop().await.unwrap();
     cleanup(&url, &[format!("{fresh}.IN"), format!("{fresh}.OUT")]).await;
 }
+
+/// The embedded broker bounds what it keeps per topic (segments of 1 MiB),
+/// yet a message larger than a segment passes whole, in order with small
+/// ones around it.
+#[tokio::test]
+async fn embedded_broker_passes_messages_larger_than_its_segments() {
+    let url = embedded();
+    let topic = unique("cbig");
+    let mut tap = Tap::on(url, &topic).await;
+    let t = connect(url).await;
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
+    for body in [b"before".to_vec(), big.clone(), b"after".to_vec()] {
+        t.publish(Target::Queue(topic.clone()), Payload::new(body), false).await.unwrap();
+    }
+    assert_eq!(tap.next().await, b"before");
+    assert_eq!(tap.next().await, big);
+    assert_eq!(tap.next().await, b"after");
+}

@@ -98,8 +98,18 @@ fn config(addr: SocketAddr) -> rumqttd::Config {
     let router = rumqttd::RouterConfig {
         max_connections: 10_010,
         max_outgoing_packet_count: 200,
-        max_segment_size: 100 * 1024 * 1024,
-        max_segment_count: 10,
+        // rumqttd keeps what it routed per subscription filter in a log of
+        // segments, dropping the oldest segment when there are more than
+        // `max_segment_count`. The size counts payload bytes, and an entry
+        // costs ~250 bytes besides: with 100 MiB x 10 the soak
+        // (scripts/soak) saw `msgflo run` grow by ~500 bytes per forwarded
+        // message (towards 1 GiB per filter); with 64 KiB x 4 it stayed
+        // flat. 1 MiB x 4 bounds a filter at 4 MiB of payload and topic
+        // (~75 MiB with tiny messages); a subscriber further behind loses
+        // the oldest, as QoS 0 allows. The embedded broker is for development: for durable
+        // QoS 1 sessions use Mosquitto or RabbitMQ.
+        max_segment_size: 1024 * 1024,
+        max_segment_count: 4,
         ..Default::default()
     };
     rumqttd::Config {
