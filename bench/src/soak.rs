@@ -114,6 +114,8 @@ fn plot(samples: &[Sample], title: &str) -> String {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    // Our transports' warnings (a receiver too slow, QoS 0 drops) show.
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "msgflo=warn".into())).with_writer(std::io::stderr).init();
     let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let (src, dst) = (format!("soaksrc{id}"), format!("soakdst{id}"));
     let (a, b) = (format!("{src}.OUT"), format!("{dst}.IN"));
