@@ -232,7 +232,10 @@ async fn main() {
                 }
                 sent.store(next - 1, Ordering::Relaxed);
             }
-            publisher.flush().await.unwrap();
+            // Close, not just flush: MQTT's flush does not wait for QoS 0
+            // publishes to be written, and a dropped client loses the
+            // last ones (the first soak counted those ~40 as lost).
+            publisher.close().await.unwrap();
         }
     });
 
@@ -267,6 +270,11 @@ async fn main() {
     heartbeats.abort();
     let distinct = seen.lock().unwrap().len() as u64;
     let lost = sent.saturating_sub(distinct);
+    if lost > 0 {
+        let s = seen.lock().unwrap();
+        let missing: Vec<u64> = (1..=sent).filter(|n| !s.contains(n)).take(20).collect();
+        println!("soak: first missing sequence numbers (of {sent}): {missing:?}");
+    }
     let dup = duplicated.load(Ordering::Relaxed);
     let _ = child.kill();
     let _ = child.wait();
