@@ -95,7 +95,9 @@ pub fn resolve(explicit: Option<&str>) -> String {
         .unwrap_or_else(|| DEFAULT_URL.to_owned())
 }
 
-fn percent_decode(s: &str) -> String {
+/// `%XX` escapes decoded (a URL's user information, vhost); nothing else
+/// changes (`+` stays `+`).
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

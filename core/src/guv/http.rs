@@ -34,10 +34,8 @@ fn client() -> Result<&'static reqwest::Client, String> {
 pub async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>, timeout: Duration) -> Result<Response, String> {
     let mut u = url::Url::parse(url).map_err(|e| format!("bad URL {}: {e}", crate::broker::redact(url)))?;
     let shown = crate::broker::redact(url);
-    let user = (!u.username().is_empty()).then(|| {
-        let decode = |s: &str| url::form_urlencoded::parse(s.as_bytes()).map(|(k, v)| format!("{k}{v}")).collect::<String>();
-        (decode(u.username()), u.password().map(decode))
-    });
+    let decode = crate::broker::percent_decode;
+    let user = (!u.username().is_empty()).then(|| (decode(u.username()), u.password().map(decode)));
     let _ = u.set_username("");
     let _ = u.set_password(None);
     let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| format!("{method}: {e}"))?;
