@@ -107,6 +107,10 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 struct Client {
     ws: Ws,
     seen: Vec<Value>,
+    /// Frames read while waiting for another one and not taken yet: a
+    /// later `expect` finds them (frames of different kinds may come in
+    /// either order, e.g. an exported port's packet before the edge's data).
+    pending: Vec<Value>,
     secret: Option<String>,
 }
 
@@ -123,7 +127,7 @@ impl Client {
         }
         let (ws, resp) = tokio_tungstenite::connect_async(req).await.map_err(|e| e.to_string())?;
         assert_eq!(resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap()), Some("noflo"));
-        Ok(Client { ws, seen: Vec::new(), secret: None })
+        Ok(Client { ws, seen: Vec::new(), pending: Vec::new(), secret: None })
     }
 
     async fn send(&mut self, protocol: &str, command: &str, mut payload: Value) {
@@ -144,6 +148,9 @@ impl Client {
     }
 
     async fn expect_where(&mut self, protocol: &str, command: &str, f: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.pending.iter().position(|v| v["protocol"] == protocol && v["command"] == command && f(v)) {
+            return self.pending.remove(i);
+        }
         let deadline = Instant::now() + T;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -163,6 +170,7 @@ impl Client {
             if v["command"] == "error" && command != "error" {
                 panic!("unexpected error frame while waiting for {protocol}:{command}: {v}");
             }
+            self.pending.push(v);
         }
     }
 
@@ -466,7 +474,7 @@ async fn garbage_never_closes_the_connection() {
     req.headers_mut().insert("Sec-WebSocket-Protocol", "noflo".parse().unwrap());
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().max_frame_size(None).max_message_size(None);
     let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false).await.unwrap();
-    let mut big = Client { ws, seen: Vec::new(), secret: None };
+    let mut big = Client { ws, seen: Vec::new(), pending: Vec::new(), secret: None };
     // The server stops reading at the frame's header, says why (best
     // effort: the client may still be writing when the socket closes) and
     // closes this connection only; the runtime goes on.
