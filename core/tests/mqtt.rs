@@ -177,3 +177,58 @@ async fn wait_on(rx: &mut tokio::sync::mpsc::Receiver<msgflo::Delivery>) -> Vec<
     let d = tokio::time::timeout(T, rx.recv()).await.expect("a delivery in time").expect("open");
     d.payload().as_bytes().to_vec()
 }
+
+/// `flush` returns only when what was published before it is on its way:
+/// written to the socket (QoS 0) or acknowledged by the broker (QoS 1).
+/// The publisher runs on a runtime of its own that is shut down right
+/// after `flush`, as when a process exits: anything still queued in the
+/// client is lost then, as the tail of a stream was before `flush` waited
+/// (the soak found it).
+async fn flush_then_drop(qos_query: &str) {
+    use msgflo::transport::{connect, ConnectOptions, Target};
+    init_logs();
+    let topic = unique("flush");
+    let mut raw = RawMqtt::connect(&[&topic]).await;
+    let url = format!("{}{qos_query}", mqtt_url());
+    let name = unique("flush-publisher");
+    let n = 5000u32;
+    let publisher_topic = topic.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let t = connect(&url, &ConnectOptions { connection_name: name, ..Default::default() }).await.unwrap();
+            for i in 0..n {
+                t.publish(Target::Queue(publisher_topic.clone()), msgflo::Payload::new(i.to_be_bytes().to_vec()), false).await.unwrap();
+            }
+            tokio::time::timeout(Duration::from_secs(30), t.flush()).await.expect("flush within 30 s").unwrap();
+            std::mem::forget(t); // no close, no drop: the runtime just stops
+        });
+        rt.shutdown_background();
+    })
+    .join()
+    .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < n as usize {
+        let got = tokio::time::timeout(T, raw.rx.recv()).await;
+        match got {
+            Ok(Some((tp, body))) if tp == topic => {
+                seen.insert(u32::from_be_bytes(body[..4].try_into().unwrap()));
+            }
+            Ok(Some(_)) => {}
+            _ => {
+                let missing: Vec<u32> = (0..n).filter(|i| !seen.contains(i)).take(5).collect();
+                panic!("{} of {n} arrived after flush and drop; first missing {missing:?}", seen.len());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn flush_waits_until_qos0_publishes_are_written() {
+    flush_then_drop("").await;
+}
+
+#[tokio::test]
+async fn flush_waits_until_qos1_publishes_are_acknowledged() {
+    flush_then_drop("?qos=1").await;
+}

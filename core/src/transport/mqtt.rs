@@ -26,6 +26,7 @@
 //! a warning, as a broker does for a slow subscriber).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,6 +68,30 @@ type Unsubscribed = Arc<Mutex<std::collections::HashSet<String>>>;
 /// answers in order). Cleared on reconnect: those subscriptions are redone.
 type SubAckWaiters = Arc<Mutex<std::collections::VecDeque<oneshot::Sender<()>>>>;
 
+/// Publishes asked for, per QoS (0 and 1), counted before they are queued.
+/// `flush` compares them with [`Sent`].
+#[derive(Default)]
+struct Asked([AtomicU64; 2]);
+
+impl Asked {
+    fn now(&self) -> (u64, u64) {
+        (self.0[0].load(Ordering::SeqCst), self.0[1].load(Ordering::SeqCst))
+    }
+}
+
+/// What the event task has seen of this client's publishes: QoS 0 ones
+/// written to the socket (rumqttc reports a publish after writing and
+/// flushing it) and QoS 1 ones acknowledged by the broker (PUBACK; a
+/// publish sent again after a reconnect is acked once). Publishes a lost
+/// connection took with it (QoS 0, or a session the broker did not keep)
+/// are counted here when the next connection shows they are gone, so that
+/// `flush` never waits for them.
+#[derive(Clone, Copy, Default, Debug)]
+struct Sent {
+    written: u64,
+    acked: u64,
+}
+
 /// A connection to an MQTT broker.
 pub struct Mqtt {
     url: BrokerUrl,
@@ -87,6 +112,8 @@ pub struct Mqtt {
     tasks: TaskTracker,
     /// QoS of inports and outputs (discovery is always QoS 0).
     qos: QoS,
+    asked: Arc<Asked>,
+    sent: watch::Receiver<Sent>,
     _session: Option<Session>,
 }
 
@@ -103,7 +130,6 @@ struct AckWhenSettled {
 
 impl Settle for AckWhenSettled {
     fn settle(&self, _tag: u64, _generation: u64, how: Settlement) {
-        use std::sync::atomic::Ordering;
         if how == Settlement::Requeue {
             self.requeue.store(true, Ordering::SeqCst);
         }
@@ -230,6 +256,8 @@ impl Mqtt {
         let (first_tx, first_rx) = oneshot::channel();
         let (disc_tx, disc_rx) = oneshot::channel();
         let closed = CancellationToken::new();
+        let asked: Arc<Asked> = Default::default();
+        let (sent_tx, sent) = watch::channel(Sent::default());
         let task = EventTask {
             url: url.clone(),
             client: client.clone(),
@@ -241,6 +269,8 @@ impl Mqtt {
             closed: closed.clone(),
             tasks: TaskTracker::new(),
             qos,
+            asked: asked.clone(),
+            sent: sent_tx,
         };
         let tasks = task.tasks.clone();
         tasks.spawn(task.run(eventloop, adopt_rx, first_tx, disc_tx));
@@ -265,6 +295,8 @@ impl Mqtt {
             closed,
             tasks,
             qos,
+            asked,
+            sent,
             _session: session,
         })
     }
@@ -289,6 +321,8 @@ struct EventTask {
     closed: CancellationToken,
     tasks: TaskTracker,
     qos: QoS,
+    asked: Arc<Asked>,
+    sent: watch::Sender<Sent>,
 }
 
 impl EventTask {
@@ -305,6 +339,10 @@ impl EventTask {
         let mut down_since: Option<std::time::Instant> = None;
         let mut backlog = Backlog::new();
         let mut dropped = 0u64;
+        // Publishes asked for when the connection was lost: rumqttc keeps
+        // the unsent ones for the next connection, which drops them unless
+        // it resumes a session the broker kept.
+        let mut asked_at_loss: Option<(u64, u64)> = None;
         loop {
             // Hand buffered deliveries to their (full) receivers while
             // still polling the event loop: it also carries this client's
@@ -340,6 +378,11 @@ impl EventTask {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     let generation = *self.generation.borrow() + 1;
                     tracing::debug!(session_present = ack.session_present, generation, "CONNACK");
+                    if let Some(at_loss) = asked_at_loss.take() {
+                        if !ack.session_present {
+                            self.forget_unsent(at_loss);
+                        }
+                    }
                     if generation > 1 {
                         let topics: Vec<String> = self.subscribers.lock().unwrap().keys().cloned().collect();
                         let client = self.client.clone();
@@ -391,6 +434,15 @@ impl EventTask {
                     };
                     self.dispatch(p, &sinks, &mut backlog, &mut dropped);
                 }
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    // Packet id 0 is QoS 0; QoS 1 ones count when acked.
+                    if pkid == 0 {
+                        self.sent.send_modify(|s| s.written += 1);
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    self.sent.send_modify(|s| s.acked += 1);
+                }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     if let Some(tx) = self.subacks.lock().unwrap().pop_front() {
                         let _ = tx.send(());
@@ -411,6 +463,9 @@ impl EventTask {
                         return; // we asked to disconnect
                     }
                     if down_since.is_none() {
+                        // The first error of an outage is the one that took
+                        // the queued requests out of the channel.
+                        asked_at_loss = Some(self.asked.now());
                         down_since = Some(std::time::Instant::now());
                         warn!(broker = %self.url.redacted(), error = %e, "lost connection to broker; reconnecting");
                     }
@@ -421,6 +476,21 @@ impl EventTask {
                     }
                 }
             }
+        }
+    }
+
+    /// After a connection that did not resume a session: what was asked
+    /// for before the loss and is not written (QoS 0) or acked (QoS 1) is
+    /// gone, and is counted as such so that `flush` does not wait for it.
+    fn forget_unsent(&self, (asked0, asked1): (u64, u64)) {
+        let mut lost = (0, 0);
+        self.sent.send_modify(|s| {
+            lost = (asked0.saturating_sub(s.written), asked1.saturating_sub(s.acked));
+            s.written = s.written.max(asked0);
+            s.acked = s.acked.max(asked1);
+        });
+        if lost != (0, 0) {
+            warn!(qos0 = lost.0, qos1 = lost.1, "publishes queued when the connection was lost were not sent (no session kept them)");
         }
     }
 
@@ -573,10 +643,13 @@ impl Transport for Mqtt {
             Target::Exchange(t) | Target::Queue(t) => t,
         };
         let qos = topic_qos(&topic, self.qos);
-        self.client
-            .publish(topic, qos, false, payload.into_bytes())
-            .await
-            .map_err(|_| Error::Closed)
+        let counter = &self.asked.0[usize::from(qos != QoS::AtMostOnce)];
+        counter.fetch_add(1, Ordering::SeqCst);
+        let queued = self.client.publish(topic, qos, false, payload.into_bytes()).await;
+        if queued.is_err() {
+            counter.fetch_sub(1, Ordering::SeqCst);
+        }
+        queued.map_err(|_| Error::Closed)
     }
 
     async fn bind(&self, exchange: &str, queue: &str) -> Result<()> {
@@ -610,15 +683,30 @@ impl Transport for Mqtt {
         self.generation.clone()
     }
 
-    /// QoS 0 has nothing to confirm; what is queued goes out in order and
-    /// `close` waits for it.
+    /// Waits until every publish made before the call is written to the
+    /// socket (QoS 0) or acknowledged by the broker (QoS 1). Through an
+    /// outage it waits for the next connection: QoS 0 publishes still
+    /// queued then go out on it; a QoS 1 one is acked on a resumed
+    /// session; what a connection without a session dropped is given up
+    /// with a warning (see [`Sent`]).
     async fn flush(&self) -> Result<()> {
-        self.check_open()
+        self.check_open()?;
+        let (want0, want1) = self.asked.now();
+        let mut sent = self.sent.clone();
+        tokio::select! {
+            done = sent.wait_for(|s| s.written >= want0 && s.acked >= want1) => done.map(|_| ()).map_err(|_| Error::Closed),
+            _ = self.closed.cancelled() => Err(Error::Closed),
+        }
     }
 
     async fn close(&self) -> Result<()> {
         if self.closed.is_cancelled() {
             return Ok(());
+        }
+        let limit = Duration::from_secs(5);
+        if tokio::time::timeout(limit, self.flush()).await.is_err() {
+            let (s, (a0, a1)) = (*self.sent.borrow(), self.asked.now());
+            warn!(qos0 = a0 - s.written.min(a0), qos1 = a1 - s.acked.min(a1), "closing with publishes not written or acknowledged within {limit:?}");
         }
         let rx = self.disconnected.lock().unwrap().take();
         if self.client.disconnect().await.is_ok() {
