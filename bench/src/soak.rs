@@ -232,9 +232,7 @@ async fn main() {
                 }
                 sent.store(next - 1, Ordering::Relaxed);
             }
-            // Close, not just flush: MQTT's flush does not wait for QoS 0
-            // publishes to be written, and a dropped client loses the
-            // last ones (the first soak counted those ~40 as lost).
+            // Close: flush what is queued, then say goodbye to the broker.
             publisher.close().await.unwrap();
         }
     });
