@@ -41,7 +41,7 @@ export class Message {
   readonly settled: boolean;
   /** Throws (code ALREADY_COMPLETED) the second time. */
   ack(): void;
-  /** Dead-letter route; never requeued. */
+  /** Failed: to the dead-letter route when the graph has one (AMQP; without one the broker drops it); never requeued. */
   nack(): void;
 }
 
@@ -99,6 +99,8 @@ export class AsyncParticipant implements AsyncIterable<Message> {
   readonly id: string;
   readonly role: string;
   readonly broker: string;
+  /** `ROLE(COMPONENT) ready on BROKER`: the line a participant process prints before its first discovery message. */
+  readonly readinessLine: string;
   readonly stopped: boolean;
   definition: Definition;
   announce(): Promise<void>;

@@ -433,6 +433,15 @@ impl Participant {
         self.shared.stop.cancelled().await
     }
 
+    /// `ROLE(COMPONENT) ready on BROKER` (password hidden): the line a
+    /// participant process prints on stdout before its first discovery
+    /// message, in every language (tools that start participants wait for
+    /// it).
+    pub fn readiness_line(&self) -> String {
+        let info = &self.shared.info;
+        format!("{}({}) ready on {}", info.role, info.component, self.shared.transport.describe())
+    }
+
     /// The life of a participant process: print the readiness line
     /// `ROLE(COMPONENT) ready on BROKER` on stdout (what tools that start
     /// participants wait for; it comes before the first discovery message),
@@ -449,9 +458,8 @@ impl Participant {
         let mut signals = StopSignals::listen();
         {
             use std::io::Write;
-            let info = &self.shared.info;
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{}({}) ready on {}", info.role, info.component, self.shared.transport.describe());
+            let _ = writeln!(out, "{}", self.readiness_line());
             let _ = out.flush();
         }
         self.announce().await?;

@@ -295,6 +295,14 @@ async fn participant_killed() {
     let mut one = Proc::spawn("python-1", python_shim(&r, &url), &rabbit.dir);
     let mut two = Proc::spawn("python-2", python_shim(&r, &url), &rabbit.dir);
     wait_consumers(&url, &format!("{r}.IN"), 2, &mut [&mut one, &mut two]).await;
+    // Nobody observes this node: the announcements wait in `fbp`, each
+    // with a per-message expiration, so such a backlog never outlives it
+    // (the broker drops them; `msgflo status` never sees stale ones).
+    let raw = Raw::connect_to(&url).await;
+    let announced = raw.get("fbp", Duration::from_secs(30)).await;
+    let expiration = announced.properties.expiration().as_ref().map(|e| e.to_string());
+    let expiration: u64 = expiration.as_deref().unwrap_or("none").parse().unwrap_or_else(|_| panic!("announcement expiration {expiration:?}"));
+    assert!((10_000..=600_000).contains(&expiration), "announcement expiration {expiration} ms");
     let sink = Sink::start(&url, &format!("{r}.OUT")).await;
     let w = transport::connect(&url, &ConnectOptions::default()).await.unwrap();
     let started = Instant::now();

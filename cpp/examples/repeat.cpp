@@ -31,7 +31,7 @@ int main(int argc, char *argv[]) {
         // SIGTERM and Ctrl-C make launch() return cleanly: the message
         // being handled is finished, the rest goes back to the queue.
         engine->stopOnSignals();
-        std::cout << def.role << "(" << def.component << ") ready on " << engine->broker() << std::endl;
+        std::cout << engine->readinessLine() << std::endl;
         engine->launch();
     } catch (const msgflo::Error &e) {
         std::cerr << "repeat: " << e.code() << ": " << e.what() << std::endl;

@@ -54,6 +54,7 @@ mod ffi {
         fn id(self: &CoreParticipant) -> Result<String>;
         fn queue(self: &CoreParticipant, inport: bool, port: &str) -> Result<String>;
         fn broker(self: &CoreParticipant) -> Result<String>;
+        fn readiness_line(self: &CoreParticipant) -> Result<String>;
         fn stopped(self: &CoreParticipant) -> Result<bool>;
         fn recv_batch(self: &CoreParticipant, max: usize, timeout_ms: u32) -> Result<Box<CoreBatch>>;
         fn send(self: &CoreParticipant, port: &str, payload: &[u8]) -> Result<()>;
@@ -189,6 +190,10 @@ impl CoreParticipant {
 
     fn broker(&self) -> Res<String> {
         guard(|| Ok(self.inner.transport().describe()))
+    }
+
+    fn readiness_line(&self) -> Res<String> {
+        guard(|| Ok(self.inner.readiness_line()))
     }
 
     fn id(&self) -> Res<String> {

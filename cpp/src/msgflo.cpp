@@ -140,6 +140,8 @@ public:
 
     std::string broker() const { return std::string(call([this] { return core_->broker(); })); }
 
+    std::string readinessLine() const { return std::string(call([this] { return core_->readiness_line(); })); }
+
     // Handle messages until `stopping`. Runs on an Engine-owned thread, so
     // it throws nothing: an error of the bridge (an internal one: a panic
     // caught in the core) is returned, for launch() to throw.
@@ -268,6 +270,16 @@ public:
     void stopOnSignals() override {
         call([] { ffi::listen_stop_signals(); });
         on_signals_ = true;
+    }
+
+    std::string readinessLine() const override {
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::string lines;
+        for (const auto &p : participants_) {
+            if (!lines.empty()) lines += "\n";
+            lines += p->readinessLine();
+        }
+        return lines;
     }
 
     std::string broker() const override {

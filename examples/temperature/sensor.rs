@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use msgflo::participant::StopSignals;
 use msgflo::{Definition, Options, Participant, Payload, PortDef};
 
 #[tokio::main]
@@ -33,26 +34,25 @@ async fn run(role: &str) -> msgflo::Result<()> {
         .inport(PortDef::new("interval").with_type("number"))
         .outport(PortDef::new("temperature").with_type("object"));
     let p = Participant::connect(&def, role, Options::default()).await?;
-    println!("{role}(examples/Sensor) ready on {}", p.transport().describe());
+    let mut signals = StopSignals::listen();
+    println!("{}", p.readiness_line());
     p.announce().await?;
     let mut interval = Duration::from_secs(1);
     let mut n = 0u32;
     let mut next = tokio::time::Instant::now();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| msgflo::Error::Handler(e.to_string()))?;
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = signals.recv() => break,
             batch = p.recv_batch(16) => {
                 if batch.is_empty() {
                     break; // stopped
                 }
                 for d in batch {
-                    match d.payload().parse_json().and_then(|v| v.as_f64()).filter(|s| *s >= 0.01) {
+                    let secs = d.payload().parse_json().and_then(|v| v.as_f64()).filter(|s| *s >= 0.01);
+                    match secs.and_then(|s| msgflo::seconds::period("interval", s).ok()) {
                         Some(secs) => {
                             // Configured: start the series again, now.
-                            interval = Duration::from_secs_f64(secs);
+                            interval = secs;
                             next = tokio::time::Instant::now();
                             n = 0;
                             d.ack()?;

@@ -20,6 +20,7 @@ class AsyncParticipant {
   get id() { return this._core.id; }
   get role() { return this._core.role; }
   get broker() { return this._core.broker; }
+  get readinessLine() { return this._core.readinessLine; }
   get stopped() { return this._core.stopped; }
 
   announce() {

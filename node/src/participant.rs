@@ -129,6 +129,13 @@ impl CoreParticipant {
         self.inner.transport().describe()
     }
 
+    /// `ROLE(COMPONENT) ready on BROKER`: the line printed before the first
+    /// discovery message.
+    #[napi(getter, catch_unwind)]
+    pub fn readiness_line(&self) -> String {
+        self.inner.readiness_line()
+    }
+
     #[napi(getter, catch_unwind)]
     pub fn stopped(&self) -> bool {
         self.inner.is_stopped()

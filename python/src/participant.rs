@@ -135,6 +135,13 @@ impl CoreParticipant {
         self.inner.transport().describe()
     }
 
+    /// `ROLE(COMPONENT) ready on BROKER`: the line printed before the first
+    /// discovery message.
+    #[getter]
+    fn readiness_line(&self) -> String {
+        self.inner.readiness_line()
+    }
+
     #[getter]
     fn stopped(&self) -> bool {
         self.inner.is_stopped()

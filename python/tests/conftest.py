@@ -1,15 +1,11 @@
 """Fixtures for tests against real brokers (RabbitMQ and Mosquitto on
 loopback; scripts/setup starts them). Names are unique per test."""
 
-import json
 import os
 import time
 import uuid
 
 import pytest
-
-import msgflo
-from msgflo import _msgflo
 
 AMQP = os.environ.get("MSGFLO_TEST_AMQP", "amqp://127.0.0.1:5672")
 MQTT = os.environ.get("MSGFLO_TEST_MQTT", "mqtt://127.0.0.1:1883")
@@ -25,36 +21,13 @@ def broker(request):
     return AMQP if request.param == "amqp" else MQTT
 
 
-class Driver(object):
-    """Talks to a participant under test from outside: an outport publishing
-    to its inport queue, inports subscribed to its outport queues."""
-
-    def __init__(self, broker, role, inq, outqs):
-        ins = [{"id": "o%d" % i, "queue": q} for i, q in enumerate(outqs)]
-        d = {"component": "TestDriver", "inports": ins, "outports": [{"id": "to", "queue": inq}]}
-        self.core = _msgflo.CoreParticipant.connect(d, unique("driver"), broker, None, 3600.0)
-        self.ports = {q: "o%d" % i for i, q in enumerate(outqs)}
-
-    def send(self, payload):
-        self.core.send("to", payload)
-
-    def receive(self, queue, timeout=10.0):
-        batch = self.core.recv_batch(1, timeout)
-        assert batch, "nothing arrived on %s within %ss" % (queue, timeout)
-        d = batch[0]
-        assert d.inport == self.ports[queue], (d.inport, queue)
-        d.ack()
-        return d.payload
-
-    def nothing(self, timeout=0.5):
-        return not self.core.recv_batch(1, timeout)
-
-    def stop(self):
-        self.core.stop()
+# Drivers talk to a participant under test from outside, through a client
+# independent of msgflo: send(payload) to its inport, receive(queue) from
+# one of its outports, stop().
 
 
 class PikaDriver(object):
-    """The Driver's interface on an independent AMQP client (pika, not the
+    """A driver on an independent AMQP client (pika, not the
     code under test): publishes to the participant's inport exchange, and
     reads its outports through private queues bound to their exchanges
     (which the participant declared: they must exist). Dead-letter
@@ -89,12 +62,56 @@ class PikaDriver(object):
         self.conn.close()
 
 
+class PahoDriver(object):
+    """A driver on an independent MQTT client (paho-mqtt, not
+    the code under test): publishes to the participant's inport topic and
+    subscribes to its outport topics (QoS 0, as the participant)."""
+
+    def __init__(self, broker, inq, outqs):
+        import queue
+        import threading
+        from urllib.parse import urlparse
+
+        import paho.mqtt.client as mqtt
+
+        u = urlparse(broker)
+        self.inq = inq
+        self.got = {q: queue.Queue() for q in outqs}
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=unique("paho"))
+        if u.username:
+            self.client.username_pw_set(u.username, u.password)
+        connected, subscribed = threading.Event(), threading.Event()
+        self.client.on_connect = lambda *a: connected.set()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_message = lambda _c, _u, m: self.got[m.topic].put(m.payload) if m.topic in self.got else None
+        self.client.connect(u.hostname, u.port or 1883)
+        self.client.loop_start()
+        assert connected.wait(10), "paho: no CONNACK from %s" % broker
+        if outqs:
+            self.client.subscribe([(q, 0) for q in outqs])
+            assert subscribed.wait(10), "paho: no SUBACK"
+
+    def send(self, payload):
+        self.client.publish(self.inq, payload).wait_for_publish(10)
+
+    def receive(self, queue, timeout=10.0):
+        import queue as q
+
+        try:
+            return self.got[queue].get(timeout=timeout)
+        except q.Empty:
+            raise AssertionError("nothing arrived on %s within %ss" % (queue, timeout))
+
+    def stop(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
 def observer(broker, role, inq, outqs):
-    """A Driver independent of msgflo where there is one: pika on AMQP.
-    MQTT has no independent client installed: msgflo's own Driver there."""
+    """A driver independent of msgflo: pika on AMQP, paho-mqtt on MQTT."""
     if broker.startswith("amqp"):
         return PikaDriver(role, inq, outqs)
-    return Driver(broker, role, inq, outqs)
+    return PahoDriver(broker, inq, outqs)
 
 
 @pytest.fixture

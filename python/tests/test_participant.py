@@ -12,7 +12,7 @@ import time
 import pytest
 
 import msgflo
-from conftest import AMQP, EXAMPLES, MQTT, Driver, PikaDriver, observer, role_names, unique
+from conftest import AMQP, EXAMPLES, MQTT, PahoDriver, PikaDriver, observer, role_names, unique
 
 
 class Repeat(msgflo.Participant):
@@ -131,7 +131,7 @@ def test_slash_naming_keeps_original_python_queues(cleanup):
         queue_naming = "slash"
 
     engine = start(Old, MQTT, role)
-    drv = Driver(MQTT, role, role + "/in", [role + "/out"])
+    drv = PahoDriver(MQTT, role + "/in", [role + "/out"])
     try:
         drv.send(b'"x"')
         assert drv.receive(role + "/out") == b'"x"'
@@ -158,7 +158,8 @@ def test_process_readiness_line_and_sigterm(how, broker, cleanup):
     proc = _spawn(args, broker)
     try:
         line = proc.stdout.readline().decode()
-        assert role in line and "PythonRepeat" in line, line
+        # The core's readiness line, the same in every language.
+        assert line.startswith("%s(PythonRepeat) ready on " % role), line
         drv = observer(broker, role, role + ".IN", [role + ".OUT"])
         drv.send(b'{"n": 1}')
         assert json.loads(drv.receive(role + ".OUT")) == {"n": 1}
@@ -174,7 +175,7 @@ def test_process_readiness_line_and_sigterm(how, broker, cleanup):
 def test_iips_are_processed(cleanup):
     role = unique("pyiip")
     cleanup(role_names(role, "in", "out"))
-    drv = Driver(MQTT, role, role + ".IN", [role + ".OUT"])
+    drv = PahoDriver(MQTT, role + ".IN", [role + ".OUT"])
     proc = _spawn([sys.executable, os.path.join(EXAMPLES, "repeat.py"), role, "--iips", '{"in": {"hello": 1}}'], MQTT)
     try:
         assert json.loads(drv.receive(role + ".OUT")) == {"hello": 1}
@@ -202,7 +203,7 @@ def test_gil_released_while_waiting(cleanup):
     role = unique("pygil")
     cleanup(role_names(role, "in", "out"))
     engine = msgflo.Engine(Repeat(role), broker=MQTT)
-    drv = Driver(MQTT, role, role + ".IN", [])
+    drv = PahoDriver(MQTT, role + ".IN", [])
     waiting = threading.Event()
 
     def send_while_waiting():
@@ -258,7 +259,7 @@ def test_asyncio_api():
         role = unique("pyaio")
         d = {"component": "Upper", "inports": [{"id": "in"}], "outports": [{"id": "out"}]}
         p = await msgflo.aio.connect(d, role, broker=MQTT)
-        drv = Driver(MQTT, role, role + ".IN", [role + ".OUT"])
+        drv = PahoDriver(MQTT, role + ".IN", [role + ".OUT"])
         for i in range(5):
             drv.send(b"abc%d" % i)
         got = []

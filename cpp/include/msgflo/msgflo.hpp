@@ -83,7 +83,8 @@ public:
     virtual void data(const char **data, uint64_t *length) const = 0;
     // Processed. Throws Error("ALREADY_COMPLETED") the second time.
     virtual void ack() = 0;
-    // Failed: goes to the dead-letter route, never back to the queue.
+    // Failed: goes to the dead-letter route when the graph has one (AMQP;
+    // without one the broker drops it), never back to the queue.
     virtual void nack() = 0;
     virtual bool settled() const = 0;
 };
@@ -149,6 +150,10 @@ public:
     virtual void stopOnSignals() {}
     // The broker URL with the password hidden.
     virtual std::string broker() const = 0;
+    // "ROLE(COMPONENT) ready on BROKER" for each registered participant,
+    // one per line: what a participant process prints on stdout before it
+    // announces itself (the same line in every language).
+    virtual std::string readinessLine() const = 0;
 };
 
 std::shared_ptr<Engine> createEngine(const EngineConfig &config);

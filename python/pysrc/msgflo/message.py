@@ -54,7 +54,8 @@ class Message(object):
             self._delivery.ack()
 
     def nack(self):
-        """Failed: to the dead-letter route, never back to the queue."""
+        """Failed: to the dead-letter route when the graph has one (on AMQP;
+        without one RabbitMQ drops it), never back to the queue."""
         if self._delivery is not None:
             self._delivery.nack()
 

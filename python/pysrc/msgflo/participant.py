@@ -51,7 +51,6 @@ def normalize_definition(d, role, naming=None, component=None):
         raise ValueError("queue_naming must be 'dot' or 'slash', not %r" % (naming,))
     d.setdefault("role", role)
     d.setdefault("component", component or "PythonParticipant")
-    d.setdefault("icon", "file-word-o")
     d.setdefault("label", "")
     ports = {}
     for kind, default in (("inports", "in"), ("outports", "out")):
@@ -221,7 +220,7 @@ def main(Participant, role=None, argv=None):
     participant = Participant(config.role)
     d = participant.definition
     engine = Engine(participant, broker=config.broker, iips=config.iips)
-    print("%s(%s) running on %s" % (d["role"], d["component"], engine.broker))
+    print(engine.core.readiness_line)
     sys.stdout.flush()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -52,7 +52,7 @@ int main(int argc, char *argv[]) {
             }
         });
         engine->stopOnSignals();
-        std::cout << def.role << "(SpecShim) ready" << std::endl;
+        std::cout << engine->readinessLine() << std::endl;
         engine->launch();
     } catch (const msgflo::Error &e) {
         std::cerr << "shim: " << e.code() << ": " << e.what() << std::endl;

@@ -3,6 +3,7 @@
 //! fails in the handler (nack + `error` outport), `{"command":"whoami"}`
 //! answers `{"pid": N}`. Usage: msgflo-spec-shim ROLE (MSGFLO_BROKER).
 
+use msgflo::participant::StopSignals;
 use msgflo::{Definition, Failure, Options, Participant, PortDef};
 
 #[tokio::main]
@@ -22,7 +23,8 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    println!("{role}(SpecShim) ready");
+    let mut signals = StopSignals::listen();
+    println!("{}", p.readiness_line());
     if let Err(e) = p.announce().await {
         eprintln!("msgflo-spec-shim: {e}");
         return std::process::ExitCode::FAILURE;
@@ -56,11 +58,7 @@ async fn main() -> std::process::ExitCode {
             }
         }
     });
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    signals.recv().await;
     let stopped = p.stop().await;
     let served = serving.await;
     match (stopped, served) {

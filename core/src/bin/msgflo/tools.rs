@@ -23,39 +23,70 @@ fn is_amqp(url: &str) -> bool {
     url.starts_with("amqp")
 }
 
-/// A foreign participant's definition from YAML, as the original's
-/// msgflo-register reads it: `component`, optional `label`, `icon`, `id`,
-/// and `inports`/`outports` as maps from port id to `{queue, type, ...}`
-/// (lists of ports with `id` are accepted too). `#ROLE` in queue names is
-/// replaced by the role.
+/// A foreign participant's definition file, as the original's
+/// msgflo-register reads it. Keys it does not know are ignored, as there.
+#[derive(serde::Deserialize)]
+struct ForeignDefinition {
+    component: String,
+    label: Option<String>,
+    icon: Option<String>,
+    id: Option<String>,
+    inports: Option<ForeignPorts>,
+    outports: Option<ForeignPorts>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged, expecting = "a mapping of port id to port, or a list of ports each with an `id`")]
+enum ForeignPorts {
+    Map(std::collections::BTreeMap<String, Option<ForeignPort>>),
+    List(Vec<ListedPort>),
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ForeignPort {
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    queue: Option<String>,
+    description: Option<String>,
+    #[serde(default)]
+    hidden: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct ListedPort {
+    id: String,
+    #[serde(flatten)]
+    port: ForeignPort,
+}
+
+impl ForeignPorts {
+    fn into_ports(self) -> Vec<(String, ForeignPort)> {
+        match self {
+            ForeignPorts::Map(m) => m.into_iter().map(|(id, p)| (id, p.unwrap_or_default())).collect(),
+            ForeignPorts::List(l) => l.into_iter().map(|p| (p.id, p.port)).collect(),
+        }
+    }
+}
+
+/// A foreign participant's definition from YAML: `component`, optional
+/// `label`, `icon`, `id`, and `inports`/`outports` as maps from port id to
+/// `{queue, type, description, hidden}` (lists of ports with `id` are
+/// accepted too). `#ROLE` in queue names is replaced by the role.
 pub fn foreign_definition(yaml: &str, role: &str) -> Result<Definition, String> {
-    let v: serde_json::Value = yaml_serde::from_str(yaml).map_err(|e| e.to_string())?;
-    let obj = v.as_object().ok_or("the file does not hold a mapping")?;
-    let component = obj.get("component").and_then(|c| c.as_str()).ok_or(".component is not defined")?;
-    let mut def = Definition::new(component);
-    def.label = obj.get("label").and_then(|x| x.as_str()).map(str::to_owned);
-    def.icon = obj.get("icon").and_then(|x| x.as_str()).map(str::to_owned);
-    def.id = Some(obj.get("id").and_then(|x| x.as_str()).unwrap_or(role).to_owned());
-    for (key, inport) in [("inports", true), ("outports", false)] {
-        let ports: Vec<(String, serde_json::Value)> = match obj.get(key) {
-            None | Some(serde_json::Value::Null) => vec![],
-            Some(serde_json::Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .map(|p| Ok((p.get("id").and_then(|i| i.as_str()).ok_or(format!("a port in {key} has no id"))?.to_owned(), p.clone())))
-                .collect::<Result<_, String>>()?,
-            Some(_) => return Err(format!("{key} must be a mapping of port id to port")),
-        };
-        for (id, p) in ports {
-            let mut port = PortDef::new(id.clone());
-            if let Some(t) = p.get("type").and_then(|t| t.as_str()) {
-                port.type_ = t.to_owned();
+    let f: ForeignDefinition = yaml_serde::from_str(yaml).map_err(|e| e.to_string())?;
+    let mut def = Definition::new(f.component);
+    def.label = f.label;
+    def.icon = f.icon;
+    def.id = Some(f.id.unwrap_or_else(|| role.to_owned()));
+    for (ports, inport) in [(f.inports, true), (f.outports, false)] {
+        for (id, p) in ports.map(ForeignPorts::into_ports).unwrap_or_default() {
+            let mut port = PortDef::new(id);
+            if let Some(t) = p.type_ {
+                port.type_ = t;
             }
-            if let Some(q) = p.get("queue").and_then(|q| q.as_str()) {
-                port.queue = Some(q.replace("#ROLE", role));
-            }
-            port.description = p.get("description").and_then(|d| d.as_str()).map(str::to_owned);
-            port.hidden = p.get("hidden").and_then(|h| h.as_bool()).unwrap_or(false);
+            port.queue = p.queue.map(|q| q.replace("#ROLE", role));
+            port.description = p.description;
+            port.hidden = p.hidden;
             def = if inport { def.inport(port) } else { def.outport(port) };
         }
     }
@@ -233,4 +264,34 @@ pub async fn status(broker: Option<String>, as_json: bool, wait: Duration) -> Re
         println!("{} message(s) on fbp were not discovery messages", snap.rejected);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::foreign_definition;
+
+    #[test]
+    fn foreign_definitions_in_both_shapes_and_clear_errors() {
+        let map = "component: legacy/Mailer\ninports:\n  send:\n    queue: '#ROLE.mail.send'\n    type: object\n  bare:\noutports:\n  sent: {queue: '#ROLE.mail.sent', hidden: true}\nextra: ignored\n";
+        let d = foreign_definition(map, "m").unwrap();
+        assert_eq!(d.component, "legacy/Mailer");
+        assert_eq!(d.id.as_deref(), Some("m"));
+        let ins: Vec<_> = d.inports.iter().map(|p| (p.id.as_str(), p.queue.as_deref(), p.type_.as_str())).collect();
+        assert_eq!(ins, [("bare", None, "any"), ("send", Some("m.mail.send"), "object")]);
+        assert!(d.outports[0].hidden);
+        assert_eq!(d.outports[0].queue.as_deref(), Some("m.mail.sent"));
+        let list = "component: C\nid: fixed\ninports:\n  - {id: a, queue: q}\n";
+        let d = foreign_definition(list, "r").unwrap();
+        assert_eq!((d.id.as_deref(), d.inports[0].id.as_str(), d.inports[0].queue.as_deref()), (Some("fixed"), "a", Some("q")));
+        for (bad, says) in [
+            ("label: no component\n", "missing field `component`"),
+            ("component: C\ninports: 3\n", "a mapping of port id to port, or a list of ports each with an `id`"),
+            ("component: C\ninports:\n  - {queue: q}\n", "a mapping of port id to port"),
+            ("- just a list\n", "struct ForeignDefinition"),
+            ("component: [\n", "line"),
+        ] {
+            let e = foreign_definition(bad, "r").unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
 }
