@@ -118,6 +118,18 @@ impl Sink {
         self.distinct.load(Ordering::SeqCst)
     }
 
+    /// Wait until `n` distinct messages arrived (then the fault is
+    /// injected); fails naming `what` after `timeout`. Returns how many had
+    /// arrived by then.
+    async fn wait_distinct(&self, n: u64, what: &str, timeout: Duration) -> u64 {
+        let start = Instant::now();
+        while self.distinct() < n {
+            assert!(start.elapsed() < timeout, "{what}: {} of {n} arrived within {timeout:?}", self.distinct());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.distinct()
+    }
+
     /// (received, lost, duplicated) of ids 0..sent.
     fn tally(&self, sent: u64) -> (u64, u64, u64) {
         let c = self.counts.lock().unwrap();
@@ -242,11 +254,7 @@ async fn broker_killed() {
     let started = Instant::now();
     let sender = send_range(w.clone(), format!("{a}.IN"), 0, n);
     let kill_at = n / 3;
-    while sink.distinct() < kill_at {
-        assert!(started.elapsed() < Duration::from_secs(180), "{kill_at} through the chain before the kill");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let at_kill = sink.distinct();
+    let at_kill = sink.wait_distinct(kill_at, "through the chain before the kill", Duration::from_secs(180)).await;
     let down = Instant::now();
     rabbit = tokio::task::spawn_blocking(move || {
         rabbit.kill();
@@ -307,11 +315,7 @@ async fn participant_killed() {
     let w = transport::connect(&url, &ConnectOptions::default()).await.unwrap();
     let started = Instant::now();
     let sender = send_range(w.clone(), format!("{r}.IN"), 0, n);
-    while sink.distinct() < n / 4 {
-        assert!(started.elapsed() < Duration::from_secs(120), "a quarter through before the kill");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let at_kill = sink.distinct();
+    let at_kill = sink.wait_distinct(n / 4, "a quarter through before the kill", Duration::from_secs(120)).await;
     let pid = one.pid();
     one.sigkill();
     sink.wait_all("participant-killed", n, Duration::from_secs(180)).await;
@@ -931,11 +935,7 @@ async fn cluster_node_killed() {
 
     let stream = Instant::now();
     let sender = send_range(w.clone(), format!("{r}.IN"), 0, n);
-    while sink.distinct() < n / 3 {
-        assert!(stream.elapsed() < Duration::from_secs(120), "a third through before the kill");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let at_kill = sink.distinct();
+    let at_kill = sink.wait_distinct(n / 3, "a third through before the kill", Duration::from_secs(120)).await;
     let killed = Instant::now();
     blocking(|| a.kill());
     // Failover: the Rust participant's connection is replaced.
