@@ -337,17 +337,36 @@ pub struct MsgfloPolicy {
     last: Option<(f64, u64, u32)>,
     recs: VecDeque<(f64, u32)>,
     last_down: f64,
+    /// When the queue last rose above its target (None while below it).
+    above_since: Option<f64>,
 }
 
 /// Polls whose arrival rates make up the robust (median) rate.
 const RATE_POLLS: usize = 24;
-/// Share of the offered load (arrival rate x mean processing time /
-/// concurrency) staffed from the rate alone; the backlog term adds the rest,
-/// so the queue itself regulates the last workers.
-const LOAD_SHARE: f64 = 0.9;
-/// The boot-aware jump applies when the backlog alone needs more than
-/// this share of the workers there (and at least one).
-const JUMP_GATE: f64 = 0.5;
+/// Polls whose median rate the alert looks at: short enough to notice an
+/// overload within a minute, a median so that one burst is not a load.
+const ALERT_POLLS: usize = 5;
+/// The queue may hold what arrives in this share of the waiting budget:
+/// workers then always find work (no one idles waiting for a job), and a
+/// job still starts in time. Staffing exactly the load would leave the
+/// queue to chance; staffing above it idles workers.
+const TARGET_WAIT_SHARE: f64 = 0.7;
+/// Below its target the queue refills over this many budgets (staffing
+/// slightly under the load): gently, so that few workers stop and start.
+const REFILL_BUDGETS: f64 = 2.0;
+/// A backlog over this many times the target queue (or than the workers
+/// hold) is a burst: it is drained by the deadline of its oldest jobs,
+/// not within a fresh budget at every poll.
+const BURST_FACTOR: f64 = 3.0;
+/// The drain horizon of a burst never gets shorter than this share of
+/// the budget (older jobs are late anyway; this bounds the jump).
+const MIN_HORIZON_SHARE: f64 = 0.25;
+/// The boot-aware jump applies when the backlog alone needs more workers
+/// than there are (and at least one).
+const JUMP_GATE: f64 = 1.0;
+/// Workers holding unacked messages are kept (no scale-down below them)
+/// only when the queue already waits this share of the budget.
+const HOLD_WAIT_SHARE: f64 = 0.9;
 /// Down moves within this share of the current count are ignored.
 const TOLERANCE: f64 = 0.1;
 /// At most this share of the workers goes per scale-down (at least one).
@@ -355,9 +374,27 @@ const DOWN_STEP: f64 = 0.25;
 /// Measured samples needed before they replace the configured times.
 const MIN_SAMPLES: usize = 20;
 
+fn median(xs: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut r: Vec<f64> = xs.collect();
+    if r.is_empty() {
+        return None;
+    }
+    r.sort_by(|a, b| a.total_cmp(b));
+    let n = r.len();
+    Some(if n % 2 == 1 { r[n / 2] } else { (r[n / 2 - 1] + r[n / 2]) / 2.0 })
+}
+
 impl MsgfloPolicy {
     pub fn new(role: RoleConfig) -> Self {
-        MsgfloPolicy { role, samples: Samples::default(), rates: VecDeque::new(), last: None, recs: VecDeque::new(), last_down: f64::NEG_INFINITY }
+        MsgfloPolicy {
+            role,
+            samples: Samples::default(),
+            rates: VecDeque::new(),
+            last: None,
+            recs: VecDeque::new(),
+            last_down: f64::NEG_INFINITY,
+            above_since: None,
+        }
     }
 
     fn rate(&mut self, obs: &Observation) -> f64 {
@@ -377,21 +414,9 @@ impl MsgfloPolicy {
                     self.rates.pop_front();
                 }
             }
-        } else if let Some(a) = obs.arrivals {
-            let _ = a;
         }
         self.last = Some((obs.now, total, obs.running.unwrap_or(0)));
-        if self.rates.is_empty() {
-            return 0.0;
-        }
-        let mut r: Vec<f64> = self.rates.iter().copied().collect();
-        r.sort_by(|a, b| a.total_cmp(b));
-        let n = r.len();
-        if n % 2 == 1 {
-            r[n / 2]
-        } else {
-            (r[n / 2 - 1] + r[n / 2]) / 2.0
-        }
+        median(self.rates.iter().copied()).unwrap_or(0.0)
     }
 
     fn processing(&self) -> (f64, f64) {
@@ -423,7 +448,6 @@ impl Policy for MsgfloPolicy {
         // Waiting budget: what the deadline leaves after a slow job.
         let budget = r.deadline - pq;
         let load = lambda * p / c;
-        let base = if load > 0.0 { LOAD_SHARE * load } else { 0.0 };
         let backlog_work = ready * p / c;
         let mut reason = "rate";
         let mut warning = None;
@@ -431,21 +455,38 @@ impl Policy for MsgfloPolicy {
         if budget <= 0.0 {
             required = max;
             reason = "deadline-unreachable";
+            self.above_since = None;
         } else {
-            required = base + backlog_work / budget;
-            if backlog_work / budget > base {
+            // The queue the deadline allows: what arrives while a job may wait.
+            let target = lambda * TARGET_WAIT_SHARE * budget;
+            let excess_work = (ready - target) * p / c;
+            let horizon = if excess_work > 0.0 {
+                let since = *self.above_since.get_or_insert(obs.now);
+                if ready > BURST_FACTOR * target.max(c * existing.max(1.0)) {
+                    // A burst: its oldest jobs have waited since it came.
+                    (budget - (obs.now - since)).max(MIN_HORIZON_SHARE * budget)
+                } else {
+                    budget
+                }
+            } else {
+                self.above_since = None;
+                REFILL_BUDGETS * budget
+            };
+            required = (load + excess_work / horizon).max(0.0);
+            if excess_work > 0.0 {
                 reason = "backlog";
             }
             // What the workers already there (booting ones once up) can
             // take within the budget beyond the arrivals.
             let spare = ((running - load) * budget + booting * (budget - boot).max(0.0)).max(0.0);
             // Only for a backlog that needs a real jump (a burst), not for the
-            // noise of a steady queue.
-            if backlog_work > spare && backlog_work / budget > (JUMP_GATE * existing).max(1.0) {
-                let horizon = budget - boot;
-                let extra = if horizon > 0.5 * p { (backlog_work - spare) / horizon } else { max };
-                if existing + extra > required {
-                    required = existing + extra;
+            // noise of a steady queue. Workers started now help once booted:
+            // the rest must be done in what the budget leaves after the boot
+            // (at least half of it: older jobs are late anyway).
+            if excess_work > spare && excess_work / budget > (JUMP_GATE * existing).max(1.0) {
+                let jump = existing + (excess_work - spare) / (budget - boot).max(0.5 * budget);
+                if jump > required {
+                    required = jump;
                     reason = "backlog";
                 }
             }
@@ -456,8 +497,10 @@ impl Policy for MsgfloPolicy {
                 ));
             }
         }
+        // Workers busy with a queue that already waits long are not let go.
         let holding = (inflight / c).ceil();
-        if holding > required {
+        let queue_wait = backlog_work / running.max(1.0);
+        if holding > required && queue_wait > HOLD_WAIT_SHARE * budget {
             required = holding;
             reason = "in-flight";
         }
@@ -470,8 +513,10 @@ impl Policy for MsgfloPolicy {
             raw = 0;
             reason = "activation";
         }
-        // Alert: at maximum, the backlog plus arrivals cannot be taken in time.
-        let alert = budget <= 0.0 || load >= max || (ready > 0.0 && backlog_work / (max - load) + pq > r.deadline);
+        // Alert: the arrivals of the last polls need more than `maximum`, or
+        // at `maximum` the newest queued job cannot start in time.
+        let recent = median(self.rates.iter().rev().take(ALERT_POLLS).copied()).unwrap_or(0.0) * p / c;
+        let alert = budget <= 0.0 || load >= max || recent >= max || (ready > 0.0 && backlog_work / max + pq > r.deadline);
 
         self.recs.push_back((obs.now, raw));
         while self.recs.front().is_some_and(|(t, _)| obs.now - t > r.stabilisation) {
@@ -517,7 +562,6 @@ impl Policy for MsgfloPolicy {
         if alert {
             reason = if budget <= 0.0 { "deadline-unreachable" } else { "alert: deadline cannot be met at maximum" };
         }
-        let cap = (desired as f64 - load).max(1e-9);
         Decision {
             desired,
             reason,
@@ -526,7 +570,9 @@ impl Policy for MsgfloPolicy {
             rate: lambda,
             processing_mean: p,
             processing_quantile: pq,
-            predicted_wait: if ready > 0.0 { backlog_work / cap } else { 0.0 },
+            // The newest queued job starts once the jobs before it are
+            // taken by every worker (FIFO).
+            predicted_wait: if ready > 0.0 { backlog_work / (desired.max(1) as f64) } else { 0.0 },
             warning,
         }
     }
@@ -630,6 +676,62 @@ mod tests {
         assert_eq!(d.desired, 2);
         let mut p = MsgfloPolicy::new(role("r: {processing: 5, stddev: 5, min: 0, max: 20, boot: 10, deadline: 60, pollinterval: 10}\n"));
         assert!(!p.decide(&obs(0.0, 5, 2)).alert);
+    }
+
+    fn at(now: f64, ready: u64, running: u32, arrivals: f64) -> Observation {
+        Observation { now, ready, unacked: Some(running as u64), running: Some(running), arrivals: Some(arrivals), ..Default::default() }
+    }
+
+    /// A queue below what the deadline allows is left to wait (the workers
+    /// always find work); one above it gets workers.
+    #[test]
+    fn msgflo_lets_a_short_queue_wait_and_staffs_a_long_one() {
+        let mut p = MsgfloPolicy::new(role("r: {processing: 5, stddev: 5, min: 0, max: 20, boot: 30, deadline: 60, pollinterval: 10}\n"));
+        // 1.5 jobs/s: a load of 7.5 workers; the budget is about 35 s, so
+        // the queue may hold about 37 jobs.
+        let mut d = p.decide(&at(0.0, 10, 8, 0.0));
+        for i in 1..=24 {
+            d = p.decide(&at(10.0 * i as f64, 20, 8, 15.0));
+        }
+        assert!((d.rate - 1.5).abs() < 1e-9, "{d:?}");
+        assert!(d.required < 7.5 && d.desired <= 8, "20 queued: no more workers: {d:?}");
+        let d = p.decide(&at(250.0, 120, 8, 15.0));
+        assert!(d.desired >= 9 && (d.reason == "backlog" || d.reason == "maximum"), "120 queued: more workers: {d:?}");
+    }
+
+    /// A burst is drained by the deadline of its oldest jobs: the longer it
+    /// has waited, the more workers the same backlog needs.
+    #[test]
+    fn msgflo_drains_a_burst_by_its_deadline() {
+        let mut p = MsgfloPolicy::new(role("r: {processing: 5, stddev: 5, min: 0, max: 40, boot: 30, deadline: 180, pollinterval: 10, stabilisation: 0}\n"));
+        for i in 0..6 {
+            p.decide(&at(10.0 * i as f64, 0, 2, 3.0));
+        }
+        let first = p.decide(&at(60.0, 300, 14, 303.0));
+        let mut later = first.clone();
+        for i in 7..=15 {
+            later = p.decide(&at(10.0 * i as f64, 200, 14, 3.0));
+        }
+        let fresh = MsgfloPolicy::new(role("r: {processing: 5, stddev: 5, min: 0, max: 40, boot: 30, deadline: 180, pollinterval: 10, stabilisation: 0}\n"))
+            .decide(&at(0.0, 200, 14, 0.0));
+        assert!(later.required > fresh.required + 1.0, "90 s old: {later:?}; new: {fresh:?}");
+    }
+
+    /// The alert follows the arrivals of the last polls (a minute), not the
+    /// 4-minute median the staffing uses; a single burst is not a load.
+    #[test]
+    fn msgflo_alerts_on_recent_arrivals_not_on_one_burst() {
+        let cfg = "r: {processing: 5, stddev: 5, min: 0, max: 10, boot: 30, deadline: 60, pollinterval: 10}\n";
+        let mut p = MsgfloPolicy::new(role(cfg));
+        for i in 0..20 {
+            assert!(!p.decide(&at(10.0 * i as f64, 5, 5, 10.0)).alert);
+        }
+        // One poll with a burst of 200 arrivals (all taken at once).
+        assert!(!p.decide(&at(200.0, 5, 10, 200.0)).alert, "one burst");
+        assert!(!p.decide(&at(210.0, 5, 10, 10.0)).alert);
+        // Then 2.5 jobs/s (12.5 workers' worth, max 10) for a few polls.
+        let alerts: Vec<bool> = (22..28).map(|i| p.decide(&at(10.0 * i as f64, 5, 10, 25.0)).alert).collect();
+        assert!(alerts[2..].iter().all(|a| *a), "{alerts:?}");
     }
 
     #[test]
