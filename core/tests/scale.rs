@@ -1,7 +1,8 @@
 //! `msgflo run GRAPH --scale FILE` on RabbitMQ: guv runs a slow worker role
 //! as several instances while its queue is long, every job is done once,
-//! and the role goes back to its minimum when the queue is empty; a queue
-//! deleted and recreated under it does not stop the scaling.
+//! and the role goes back to its minimum when the queue is empty; an
+//! instance killed with SIGKILL and a queue deleted and recreated under it
+//! do not stop the scaling.
 
 mod common;
 
@@ -15,21 +16,23 @@ use msgflo::Payload;
 
 const T: Duration = Duration::from_secs(60);
 
-/// Worker processes of `role` (the repeat example with that role).
-fn workers(role: &str) -> usize {
-    let mut n = 0;
+/// Pids of the worker processes of `role` (the repeat example with that role).
+fn worker_pids(role: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if e.file_name().to_string_lossy().parse::<u32>().is_err() {
-            continue;
-        }
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
         let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
         if cmd.contains("examples/repeat") && cmd.contains(&format!(" {role} ")) && !stat.contains(") Z ") {
-            n += 1;
+            pids.push(pid);
         }
     }
-    n
+    pids
+}
+
+fn workers(role: &str) -> usize {
+    worker_pids(role).len()
 }
 
 async fn wait_workers(role: &str, what: &str, f: impl Fn(usize) -> bool) -> usize {
@@ -108,6 +111,16 @@ async fn a_slow_role_scales_up_and_back_on_rabbitmq() {
     wait_workers(&role, "back to the minimum", |n| n == 1).await;
     println!("150 jobs: scaled to {up} within {took:?}, all done once in {drained:?}, back to 1 after {:?}", t0.elapsed());
 
+    // The backend's instance killed (SIGKILL, idle: nothing unacked): the
+    // supervisor starts it again and scaling goes on.
+    let killed = worker_pids(&role);
+    assert_eq!(killed.len(), 1);
+    unsafe { libc::kill(killed[0], libc::SIGKILL) };
+    let start = Instant::now();
+    while worker_pids(&role).iter().any(|p| *p == killed[0]) || workers(&role) != 1 {
+        assert!(start.elapsed() < T, "the killed instance was not replaced: {:?}", worker_pids(&role));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The queue deleted and recreated under the running system: the worker
     // reconnects and declares it again, and scaling goes on.
     publisher.delete(&format!("{role}.IN")).await.unwrap();
