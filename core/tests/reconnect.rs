@@ -385,3 +385,51 @@ async fn stats_on_a_broker_without_observers() {
     assert_eq!(*generation.borrow(), 1, "no reconnect");
     p.stop().await.unwrap();
 }
+
+/// `flush` across a broker outage: the client's request channel fills
+/// while the broker is away, a publish waiting for room is cancelled, and
+/// once the broker is back `flush` returns (it does not wait for the
+/// cancelled publish, nor for what the lost connection took with it) and
+/// everything queued after the loss arrives.
+#[tokio::test]
+async fn mqtt_flush_survives_an_outage_and_a_cancelled_publish() {
+    use msgflo::transport::{connect, ConnectOptions, Target};
+    init_logs();
+    let mut broker = Mosquitto::start(false);
+    let topic = unique("mflush");
+    let t = connect(&broker.url(), &ConnectOptions::default()).await.unwrap();
+    let mut generation = t.generation();
+    generation.borrow_and_update();
+    broker.stop();
+    // The event loop notices the loss (its next poll fails); publishes
+    // then wait in the request channel (1024) until it is full.
+    let publish = |i: u32| t.publish(Target::Queue(topic.clone()), msgflo::Payload::new(i.to_be_bytes().to_vec()), false);
+    let mut queued = 0u32;
+    let start = std::time::Instant::now();
+    loop {
+        assert!(start.elapsed() < T, "the request channel never filled ({queued} queued)");
+        match tokio::time::timeout(Duration::from_millis(200), publish(queued)).await {
+            Ok(r) => {
+                r.unwrap();
+                queued += 1;
+            }
+            Err(_) => break, // waiting for room: cancelled by the timeout
+        }
+    }
+    assert!(queued >= 1024, "{queued}");
+    broker.run();
+    tokio::time::timeout(T, generation.changed()).await.expect("reconnected").unwrap();
+    let mut raw = RawMqtt::connect_to(&broker.url(), &[&topic]).await;
+    tokio::time::timeout(T, t.flush()).await.expect("flush returns once the broker is back").unwrap();
+    // A marker published after the flush arrives: the connection carries
+    // new publishes again.
+    publish(u32::MAX).await.unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        assert!(start.elapsed() < T, "the marker did not arrive");
+        if raw.next_on(&topic, T).await == u32::MAX.to_be_bytes() {
+            break;
+        }
+    }
+    t.close().await.unwrap();
+}

@@ -68,8 +68,9 @@ type Unsubscribed = Arc<Mutex<std::collections::HashSet<String>>>;
 /// answers in order). Cleared on reconnect: those subscriptions are redone.
 type SubAckWaiters = Arc<Mutex<std::collections::VecDeque<oneshot::Sender<()>>>>;
 
-/// Publishes asked for, per QoS (0 and 1), counted before they are queued.
-/// `flush` compares them with [`Sent`].
+/// Publishes asked for, per QoS (0 and 1), counted before they are queued
+/// (a publish that fails or is cancelled before it is queued is taken
+/// back, see [`AskGuard`]). `flush` compares them with [`Sent`].
 #[derive(Default)]
 struct Asked([AtomicU64; 2]);
 
@@ -79,13 +80,31 @@ impl Asked {
     }
 }
 
+/// Counts a publish in [`Asked`] until it is queued; dropped before that
+/// (the publish failed, or its future was dropped while the request
+/// channel was full) it takes the publish back, so `flush` does not wait
+/// for one that never went.
+struct AskGuard<'a> {
+    counter: &'a AtomicU64,
+    queued: bool,
+}
+
+impl Drop for AskGuard<'_> {
+    fn drop(&mut self) {
+        if !self.queued {
+            self.counter.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// What the event task has seen of this client's publishes: QoS 0 ones
-/// written to the socket (rumqttc reports a publish after writing and
-/// flushing it) and QoS 1 ones acknowledged by the broker (PUBACK; a
-/// publish sent again after a reconnect is acked once). Publishes a lost
-/// connection took with it (QoS 0, or a session the broker did not keep)
-/// are counted here when the next connection shows they are gone, so that
-/// `flush` never waits for them.
+/// written to the socket (rumqttc reports a publish once it has handled
+/// it; the write follows in the same step) and QoS 1 ones acknowledged by
+/// the broker (PUBACK; a publish sent again after a reconnect is acked
+/// once). Publishes that rumqttc keeps for the next connection and then
+/// drops (QoS 0 ones, or QoS 1 ones of a session the broker did not keep)
+/// are counted here when they are dropped, so that `flush` never waits
+/// for them.
 #[derive(Clone, Copy, Default, Debug)]
 struct Sent {
     written: u64,
@@ -269,7 +288,6 @@ impl Mqtt {
             closed: closed.clone(),
             tasks: TaskTracker::new(),
             qos,
-            asked: asked.clone(),
             sent: sent_tx,
         };
         let tasks = task.tasks.clone();
@@ -321,7 +339,6 @@ struct EventTask {
     closed: CancellationToken,
     tasks: TaskTracker,
     qos: QoS,
-    asked: Arc<Asked>,
     sent: watch::Sender<Sent>,
 }
 
@@ -339,10 +356,10 @@ impl EventTask {
         let mut down_since: Option<std::time::Instant> = None;
         let mut backlog = Backlog::new();
         let mut dropped = 0u64;
-        // Publishes asked for when the connection was lost: rumqttc keeps
-        // the unsent ones for the next connection, which drops them unless
-        // it resumes a session the broker kept.
-        let mut asked_at_loss: Option<(u64, u64)> = None;
+        // This client's publishes rumqttc holds for the next connection
+        // (QoS 0, QoS 1) after a loss: sent on it if it resumes the
+        // session, dropped if not.
+        let mut held_at_loss: Option<(u64, u64)> = None;
         loop {
             // Hand buffered deliveries to their (full) receivers while
             // still polling the event loop: it also carries this client's
@@ -378,9 +395,9 @@ impl EventTask {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     let generation = *self.generation.borrow() + 1;
                     tracing::debug!(session_present = ack.session_present, generation, "CONNACK");
-                    if let Some(at_loss) = asked_at_loss.take() {
+                    if let Some(held) = held_at_loss.take() {
                         if !ack.session_present {
-                            self.forget_unsent(at_loss);
+                            self.forget_dropped(held);
                         }
                     }
                     if generation > 1 {
@@ -462,10 +479,12 @@ impl EventTask {
                     if disconnected.is_none() || self.closed.is_cancelled() {
                         return; // we asked to disconnect
                     }
+                    // rumqttc moved what it had not sent (and the unacked
+                    // QoS 1 publishes) to `pending`; that changes only when
+                    // a connection is lost, so this is what the next one
+                    // sends or drops.
+                    held_at_loss = Some(held_publishes(&eventloop.pending));
                     if down_since.is_none() {
-                        // The first error of an outage is the one that took
-                        // the queued requests out of the channel.
-                        asked_at_loss = Some(self.asked.now());
                         down_since = Some(std::time::Instant::now());
                         warn!(broker = %self.url.redacted(), error = %e, "lost connection to broker; reconnecting");
                     }
@@ -479,19 +498,17 @@ impl EventTask {
         }
     }
 
-    /// After a connection that did not resume a session: what was asked
-    /// for before the loss and is not written (QoS 0) or acked (QoS 1) is
-    /// gone, and is counted as such so that `flush` does not wait for it.
-    fn forget_unsent(&self, (asked0, asked1): (u64, u64)) {
-        let mut lost = (0, 0);
-        self.sent.send_modify(|s| {
-            lost = (asked0.saturating_sub(s.written), asked1.saturating_sub(s.acked));
-            s.written = s.written.max(asked0);
-            s.acked = s.acked.max(asked1);
-        });
-        if lost != (0, 0) {
-            warn!(qos0 = lost.0, qos1 = lost.1, "publishes queued when the connection was lost were not sent (no session kept them)");
+    /// After a connection that did not resume a session: rumqttc dropped
+    /// the publishes it held; they count as done for `flush`.
+    fn forget_dropped(&self, (qos0, qos1): (u64, u64)) {
+        if (qos0, qos1) == (0, 0) {
+            return;
         }
+        self.sent.send_modify(|s| {
+            s.written += qos0;
+            s.acked += qos1;
+        });
+        warn!(qos0, qos1, "publishes queued when the connection was lost were not sent (no session kept them)");
     }
 
     /// Hand one incoming publish to every subscriber of its topic: at once
@@ -532,6 +549,21 @@ impl EventTask {
             }
         }
     }
+}
+
+/// This client's publishes among `pending` requests: (QoS 0, QoS 1).
+fn held_publishes(pending: &std::collections::VecDeque<rumqttc::Request>) -> (u64, u64) {
+    let mut held = (0, 0);
+    for r in pending {
+        if let rumqttc::Request::Publish(p) = r {
+            if p.qos == QoS::AtMostOnce {
+                held.0 += 1;
+            } else {
+                held.1 += 1;
+            }
+        }
+    }
+    held
 }
 
 /// Topics per SUBSCRIBE when a reconnect subscribes everything again.
@@ -645,11 +677,10 @@ impl Transport for Mqtt {
         let qos = topic_qos(&topic, self.qos);
         let counter = &self.asked.0[usize::from(qos != QoS::AtMostOnce)];
         counter.fetch_add(1, Ordering::SeqCst);
-        let queued = self.client.publish(topic, qos, false, payload.into_bytes()).await;
-        if queued.is_err() {
-            counter.fetch_sub(1, Ordering::SeqCst);
-        }
-        queued.map_err(|_| Error::Closed)
+        let mut guard = AskGuard { counter, queued: false };
+        self.client.publish(topic, qos, false, payload.into_bytes()).await.map_err(|_| Error::Closed)?;
+        guard.queued = true;
+        Ok(())
     }
 
     async fn bind(&self, exchange: &str, queue: &str) -> Result<()> {
