@@ -530,7 +530,7 @@ async fn register(url: &str) {
     std::fs::write(dir.join("bad.yaml"), "label: no component\n").unwrap();
     let out = msgflo().args(["register", "--broker", url, "--once", "--role"]).arg(format!("x:{}", dir.join("bad.yaml").display())).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing field `component`"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".component is not defined"));
     observer.stop().await;
 }
 

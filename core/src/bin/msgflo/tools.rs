@@ -24,15 +24,33 @@ fn is_amqp(url: &str) -> bool {
 }
 
 /// A foreign participant's definition file, as the original's
-/// msgflo-register reads it. Keys it does not know are ignored, as there.
+/// msgflo-register reads it. Keys it does not know are ignored, as there;
+/// so is a text key given another type (a number, a list), and a `hidden`
+/// that is not `true` is false.
 #[derive(serde::Deserialize)]
 struct ForeignDefinition {
-    component: String,
+    #[serde(default, deserialize_with = "text")]
+    component: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     label: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     icon: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     id: Option<String>,
     inports: Option<ForeignPorts>,
     outports: Option<ForeignPorts>,
+}
+
+/// A text value, or None for anything else (null, a number, a list).
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v: serde_json::Value = serde::Deserialize::deserialize(d)?;
+    Ok(v.as_str().map(str::to_owned))
+}
+
+/// `true`, or false for anything else.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let v: serde_json::Value = serde::Deserialize::deserialize(d)?;
+    Ok(v.as_bool().unwrap_or(false))
 }
 
 #[derive(serde::Deserialize)]
@@ -44,11 +62,13 @@ enum ForeignPorts {
 
 #[derive(serde::Deserialize, Default)]
 struct ForeignPort {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, deserialize_with = "text")]
     type_: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     queue: Option<String>,
+    #[serde(default, deserialize_with = "text")]
     description: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     hidden: bool,
 }
 
@@ -74,7 +94,8 @@ impl ForeignPorts {
 /// accepted too). `#ROLE` in queue names is replaced by the role.
 pub fn foreign_definition(yaml: &str, role: &str) -> Result<Definition, String> {
     let f: ForeignDefinition = yaml_serde::from_str(yaml).map_err(|e| e.to_string())?;
-    let mut def = Definition::new(f.component);
+    let component = f.component.filter(|c| !c.is_empty()).ok_or(".component is not defined")?;
+    let mut def = Definition::new(component);
     def.label = f.label;
     def.icon = f.icon;
     def.id = Some(f.id.unwrap_or_else(|| role.to_owned()));
@@ -282,9 +303,16 @@ mod tests {
         assert_eq!(d.outports[0].queue.as_deref(), Some("m.mail.sent"));
         let list = "component: C\nid: fixed\ninports:\n  - {id: a, queue: q}\n";
         let d = foreign_definition(list, "r").unwrap();
+        let lenient = "component: C\nid: 42\ninports:\n  a: {queue: 123, type: 5, hidden: 'yes'}\n  b: {hidden: true}\n";
+        let l = foreign_definition(lenient, "r").unwrap();
+        assert_eq!(l.id.as_deref(), Some("r"), "a number is not an id");
+        assert_eq!((l.inports[0].queue.as_deref(), l.inports[0].type_.as_str(), l.inports[0].hidden), (None, "any", false));
+        assert!(l.inports[1].hidden);
         assert_eq!((d.id.as_deref(), d.inports[0].id.as_str(), d.inports[0].queue.as_deref()), (Some("fixed"), "a", Some("q")));
         for (bad, says) in [
-            ("label: no component\n", "missing field `component`"),
+            ("label: no component\n", ".component is not defined"),
+            ("component:\n", ".component is not defined"),
+            ("component: ~\n", ".component is not defined"),
             ("component: C\ninports: 3\n", "a mapping of port id to port, or a list of ports each with an `id`"),
             ("component: C\ninports:\n  - {queue: q}\n", "a mapping of port id to port"),
             ("- just a list\n", "struct ForeignDefinition"),
