@@ -1,8 +1,10 @@
 //! Policies: observations of one role in, a worker count out.
 //!
-//! - [`MsgfloPolicy`] (ours): required workers from backlog including
-//!   in-flight work, a robust arrival rate, measured processing-time
-//!   quantiles, boot time and concurrency; fast boot-aware scale-up,
+//! - [`MsgfloPolicy`] (ours): required workers from the arrival rate
+//!   (robust), the backlog against the queue the deadline allows, busy
+//!   (in-flight) workers while the queue waits long, measured
+//!   processing-time quantiles, boot time and concurrency; bursts drained
+//!   by their deadline; fast boot-aware scale-up,
 //!   scale-down through a stabilisation window with a rate limit and a
 //!   tolerance band, scale to zero with an activation threshold, and an
 //!   alert when the deadline cannot be met at `maximum`.
@@ -337,8 +339,8 @@ pub struct MsgfloPolicy {
     last: Option<(f64, u64, u32)>,
     recs: VecDeque<(f64, u32)>,
     last_down: f64,
-    /// When the queue last rose above its target (None while below it).
-    above_since: Option<f64>,
+    /// When the backlog last became a burst (None while it is not one).
+    burst_since: Option<f64>,
 }
 
 /// Polls whose arrival rates make up the robust (median) rate.
@@ -393,7 +395,7 @@ impl MsgfloPolicy {
             last: None,
             recs: VecDeque::new(),
             last_down: f64::NEG_INFINITY,
-            above_since: None,
+            burst_since: None,
         }
     }
 
@@ -455,21 +457,22 @@ impl Policy for MsgfloPolicy {
         if budget <= 0.0 {
             required = max;
             reason = "deadline-unreachable";
-            self.above_since = None;
+            self.burst_since = None;
         } else {
             // The queue the deadline allows: what arrives while a job may wait.
             let target = lambda * TARGET_WAIT_SHARE * budget;
             let excess_work = (ready - target) * p / c;
-            let horizon = if excess_work > 0.0 {
-                let since = *self.above_since.get_or_insert(obs.now);
-                if ready > BURST_FACTOR * target.max(c * existing.max(1.0)) {
-                    // A burst: its oldest jobs have waited since it came.
-                    (budget - (obs.now - since)).max(MIN_HORIZON_SHARE * budget)
-                } else {
-                    budget
-                }
+            let burst = excess_work > 0.0 && ready > BURST_FACTOR * target.max(c * existing.max(1.0));
+            if !burst {
+                self.burst_since = None;
+            }
+            let horizon = if burst {
+                // The burst's own jobs have waited since it came.
+                let since = *self.burst_since.get_or_insert(obs.now);
+                (budget - (obs.now - since)).max(MIN_HORIZON_SHARE * budget)
+            } else if excess_work > 0.0 {
+                budget
             } else {
-                self.above_since = None;
                 REFILL_BUDGETS * budget
             };
             required = (load + excess_work / horizon).max(0.0);
@@ -687,8 +690,9 @@ mod tests {
     #[test]
     fn msgflo_lets_a_short_queue_wait_and_staffs_a_long_one() {
         let mut p = MsgfloPolicy::new(role("r: {processing: 5, stddev: 5, min: 0, max: 20, boot: 30, deadline: 60, pollinterval: 10}\n"));
-        // 1.5 jobs/s: a load of 7.5 workers; the budget is about 35 s, so
-        // the queue may hold about 37 jobs.
+        // 1.5 jobs/s: a load of 7.5 workers; the configured p99 is
+        // 5 + 2.326 x 5 = 16.6 s, so the budget is 43.4 s and the queue may
+        // hold about 45 jobs.
         let mut d = p.decide(&at(0.0, 10, 8, 0.0));
         for i in 1..=24 {
             d = p.decide(&at(10.0 * i as f64, 20, 8, 15.0));
@@ -699,7 +703,7 @@ mod tests {
         assert!(d.desired >= 9 && (d.reason == "backlog" || d.reason == "maximum"), "120 queued: more workers: {d:?}");
     }
 
-    /// A burst is drained by the deadline of its oldest jobs: the longer it
+    /// A burst is drained by the deadline of its own jobs: the longer it
     /// has waited, the more workers the same backlog needs.
     #[test]
     fn msgflo_drains_a_burst_by_its_deadline() {
@@ -707,14 +711,15 @@ mod tests {
         for i in 0..6 {
             p.decide(&at(10.0 * i as f64, 0, 2, 3.0));
         }
-        let first = p.decide(&at(60.0, 300, 14, 303.0));
-        let mut later = first.clone();
-        for i in 7..=15 {
-            later = p.decide(&at(10.0 * i as f64, 200, 14, 3.0));
+        // 300 arrive at once; then the same 200 wait, at the same rate.
+        p.decide(&at(60.0, 300, 14, 303.0));
+        let early = p.decide(&at(70.0, 200, 14, 3.0));
+        for i in 8..15 {
+            p.decide(&at(10.0 * i as f64, 200, 14, 3.0));
         }
-        let fresh = MsgfloPolicy::new(role("r: {processing: 5, stddev: 5, min: 0, max: 40, boot: 30, deadline: 180, pollinterval: 10, stabilisation: 0}\n"))
-            .decide(&at(0.0, 200, 14, 0.0));
-        assert!(later.required > fresh.required + 1.0, "90 s old: {later:?}; new: {fresh:?}");
+        let late = p.decide(&at(150.0, 200, 14, 3.0));
+        assert_eq!(early.rate, late.rate);
+        assert!(late.required > early.required + 1.0, "90 s into the burst: {late:?}; 10 s in: {early:?}");
     }
 
     /// The alert follows the arrivals of the last polls (a minute), not the
