@@ -81,15 +81,26 @@ class PahoDriver(object):
         if u.username:
             self.client.username_pw_set(u.username, u.password)
         connected, subscribed = threading.Event(), threading.Event()
-        self.client.on_connect = lambda *a: connected.set()
-        self.client.on_subscribe = lambda *a: subscribed.set()
+        refused = []
+
+        def on_connect(_c, _u, _flags, reason, _props):
+            if reason.is_failure:
+                refused.append("CONNACK %s" % reason)
+            connected.set()
+
+        def on_subscribe(_c, _u, _mid, reasons, _props):
+            refused.extend("SUBACK %s" % r for r in reasons if r.is_failure)
+            subscribed.set()
+
+        self.client.on_connect = on_connect
+        self.client.on_subscribe = on_subscribe
         self.client.on_message = lambda _c, _u, m: self.got[m.topic].put(m.payload) if m.topic in self.got else None
         self.client.connect(u.hostname, u.port or 1883)
         self.client.loop_start()
-        assert connected.wait(10), "paho: no CONNACK from %s" % broker
+        assert connected.wait(10) and not refused, "paho: %s from %s" % (refused or "no CONNACK", broker)
         if outqs:
             self.client.subscribe([(q, 0) for q in outqs])
-            assert subscribed.wait(10), "paho: no SUBACK"
+            assert subscribed.wait(10) and not refused, "paho: %s" % (refused or "no SUBACK")
 
     def send(self, payload):
         self.client.publish(self.inq, payload).wait_for_publish(10)
@@ -103,8 +114,8 @@ class PahoDriver(object):
             raise AssertionError("nothing arrived on %s within %ss" % (queue, timeout))
 
     def stop(self):
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 def observer(broker, role, inq, outqs):

@@ -220,11 +220,12 @@ def main(Participant, role=None, argv=None):
     participant = Participant(config.role)
     d = participant.definition
     engine = Engine(participant, broker=config.broker, iips=config.iips)
-    print(engine.core.readiness_line)
-    sys.stdout.flush()
+    # Listening before the readiness line: a tool may signal right after it.
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda signum, frame: engine.request_stop())
+    print(engine.core.readiness_line)
+    sys.stdout.flush()
     try:
         engine.announce()
         engine.serve_forever()
