@@ -286,7 +286,7 @@ async fn heroku_formations_batched_and_422_reported_once_against_a_local_recordi
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn kubernetes_guv_run_patches_through_the_cli_against_a_local_recording_http_server_and_serves_metrics() {
+async fn kubernetes_guv_run_patches_through_the_cli_against_a_local_recording_http_server_retries_a_failed_call_and_serves_metrics() {
     let raw = Raw::connect().await;
     let q = unique("guv-k8s");
     raw.ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
@@ -294,7 +294,15 @@ async fn kubernetes_guv_run_patches_through_the_cli_against_a_local_recording_ht
         raw.send_to_queue(&q, format!("{i}").as_bytes()).await;
     }
     eventually("10 messages ready", Duration::from_secs(10), || async { (raw.depth(&q).await == 10).then_some(()) }).await;
-    let (base, seen) = recording_server(|r| if r.method == "GET" { (200, r#"{"spec":{"replicas":1}}"#.into()) } else { (200, "{}".into()) }).await;
+    // The first PATCH fails (a backend call that breaks): guv retries on a
+    // later poll instead of giving up on the role.
+    let patches = std::sync::atomic::AtomicUsize::new(0);
+    let (base, seen) = recording_server(move |r| match r.method.as_str() {
+        "GET" => (200, r#"{"spec":{"replicas":1}}"#.into()),
+        _ if patches.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 => (500, r#"{"message":"etcd timed out"}"#.into()),
+        _ => (200, "{}".into()),
+    })
+    .await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg = write("k8s.yaml", &format!("worker: {{queue: {q}, backend: kubernetes, policy: guv, min: 0, max: 20, pollinterval: 1}}\n"));
     let mut child = msgflo()
@@ -305,9 +313,10 @@ async fn kubernetes_guv_run_patches_through_the_cli_against_a_local_recording_ht
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // guv's rule: 10 jobs -> 3 workers; current 1 -> PATCH 3.
-    let patch = eventually("a PATCH to the scale subresource", Duration::from_secs(20), || async {
-        seen.lock().unwrap().iter().find(|r| r.method == "PATCH").cloned()
+    // guv's rule: 10 jobs -> 3 workers; current 1 -> PATCH 3, refused once,
+    // then sent again.
+    let patch = eventually("a second PATCH to the scale subresource after the first failed", Duration::from_secs(30), || async {
+        seen.lock().unwrap().iter().filter(|r| r.method == "PATCH").nth(1).cloned()
     })
     .await;
     assert_eq!(patch.path, "/apis/apps/v1/namespaces/default/deployments/worker/scale");
