@@ -357,8 +357,9 @@ const TARGET_WAIT_SHARE: f64 = 0.7;
 /// slightly under the load): gently, so that few workers stop and start.
 const REFILL_BUDGETS: f64 = 2.0;
 /// A backlog over this many times the target queue (or than the workers
-/// hold) is a burst: it is drained by the deadline of its oldest jobs,
-/// not within a fresh budget at every poll.
+/// hold) is a burst: it is drained by the deadline of its own jobs (the
+/// horizon shrinks from when it became a burst), not within a fresh
+/// budget at every poll.
 const BURST_FACTOR: f64 = 3.0;
 /// The drain horizon of a burst never gets shorter than this share of
 /// the budget (older jobs are late anyway; this bounds the jump).
