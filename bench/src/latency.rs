@@ -386,7 +386,11 @@ async fn instructions(args: &Args, proto: Proto) {
                     if n > args.count {
                         top = top_functions(&file);
                     }
-                    let _ = std::fs::remove_file(&file);
+                    if std::env::var_os("BENCH_KEEP_CALLGRIND").is_some() {
+                        println!("{proto:?} {label}: callgrind profile of {n} messages kept in {}", file.display());
+                    } else {
+                        let _ = std::fs::remove_file(&file);
+                    }
                 }
                 Err(e) => {
                     println!("{proto:?} {label}: {e}");

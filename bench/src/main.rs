@@ -83,14 +83,19 @@ fn payload(size: usize) -> Vec<u8> {
     format!("\"{}\"", "x".repeat(inner)).into_bytes()
 }
 
-/// CPU time (user + system) this process has used, from /proc (10 ms ticks).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// CPU time (user + system, all threads) process `pid` ("self" for this
+/// one) has used so far, from /proc (10 ms ticks).
+fn cpu_seconds_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the ")" that ends the command name; utime and stime are
     // fields 14 and 15 of the whole line, i.e. 12 and 13 after it.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let rest = stat.rsplit_once(')')?.1;
     let f: Vec<f64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    if f.len() > 13 { (f[11] + f[12]) / 100.0 } else { 0.0 }
+    (f.len() > 13).then(|| (f[11] + f[12]) / 100.0)
+}
+
+fn cpu_seconds() -> f64 {
+    cpu_seconds_of("self").unwrap_or(0.0)
 }
 
 /// CPU seconds used so far by the broker process (`beam.smp` or
@@ -99,13 +104,26 @@ fn broker_cpu_seconds(name: &str) -> Option<f64> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
         if comm.trim() == name {
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let rest = stat.rsplit_once(')')?.1;
-            let f: Vec<f64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-            return (f.len() > 13).then(|| (f[11] + f[12]) / 100.0);
+            return cpu_seconds_of(entry.file_name().to_str()?);
         }
     }
     None
+}
+
+/// One round's figures: the rate, and CPU microseconds per message of the
+/// relay process (external relays only: in-process ones share the bench
+/// process with the publisher and the sink) and of the broker.
+struct Round {
+    rate: f64,
+    relay_us: Option<f64>,
+    broker_us: Option<f64>,
+}
+
+impl Round {
+    fn cpu_note(&self) -> String {
+        let f = |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+        format!("CPU us/msg: relay process {}, broker {}", f(self.relay_us), f(self.broker_us))
+    }
 }
 
 #[tokio::main]
@@ -119,11 +137,29 @@ async fn main() {
     }
 }
 
-fn report(proto: &str, kinds: &[Kind], rates: &[Vec<f64>]) {
+fn report(proto: &str, kinds: &[Kind], rounds: &[Vec<Round>]) {
+    let rates: Vec<Vec<f64>> = rounds.iter().map(|r| r.iter().map(|x| x.rate).collect()).collect();
+    let rates = &rates[..];
     let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
     let fmt = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" ");
     for (k, r) in kinds.iter().zip(rates) {
         println!("{proto}: {:<22} {:>9.0} msg/s  (rounds: {})", k.label(), best(r), fmt(r));
+    }
+    // CPU per message, the median over the rounds (the machine is noisy).
+    let median = |v: Vec<f64>| -> Option<f64> {
+        let mut v = v;
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    for (k, r) in kinds.iter().zip(rounds) {
+        let relay = median(r.iter().filter_map(|x| x.relay_us).collect());
+        let broker = median(r.iter().filter_map(|x| x.broker_us).collect());
+        let note = Round { rate: 0.0, relay_us: relay, broker_us: broker }.cpu_note();
+        println!("{proto}: {:<22} {note} (median of rounds)", k.label());
+        if let Some(relay) = relay {
+            let b = broker.map(|b| format!("{b:.1} us/msg")).unwrap_or_else(|| "-".into());
+            println!("RESULT\tCPU per message {proto}\t{}\t{relay:.1} us/msg\tbroker {b} (median of rounds)", k.label());
+        }
     }
     let (raw, ours) = (best(&rates[0]), best(&rates[1]));
     println!("{proto}: ratio participant/raw relay = {:.2}", ours / raw);
@@ -148,6 +184,14 @@ enum Relay {
 }
 
 impl Relay {
+    /// CPU seconds used so far by an external relay process.
+    fn cpu_seconds(&self) -> Option<f64> {
+        match self {
+            Relay::External(c) => cpu_seconds_of(&c.id()?.to_string()),
+            _ => None,
+        }
+    }
+
     fn participant(p: Participant) -> Relay {
         let p2 = p.clone();
         let h = tokio::spawn(async move { p2.serve(|m| async move { Ok(vec![("out".to_string(), m.payload)]) }).await });
@@ -178,18 +222,18 @@ async fn amqp_bench(args: &Args) {
         args.messages, args.size, args.prefetch
     );
     let kinds = Kind::all(args);
-    let mut rates = vec![Vec::new(); kinds.len()];
+    let mut rates: Vec<Vec<Round>> = kinds.iter().map(|_| Vec::new()).collect();
     for round in 0..args.rounds {
         for (i, kind) in kinds.iter().enumerate() {
-            let rate = amqp_round(&conn, &ch, args, kind).await;
-            eprintln!("  round {} {}: {rate:.0} msg/s", round + 1, kind.label());
-            rates[i].push(rate);
+            let r = amqp_round(&conn, &ch, args, kind).await;
+            eprintln!("  round {} {}: {:.0} msg/s ({})", round + 1, kind.label(), r.rate, r.cpu_note());
+            rates[i].push(r);
         }
     }
     report("AMQP", &kinds, &rates);
 }
 
-async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, kind: &Kind) -> f64 {
+async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, kind: &Kind) -> Round {
     let role = unique("relay");
     let (in_q, out_x) = (format!("{role}.IN"), format!("{role}.OUT"));
     let sink = unique("sink");
@@ -240,6 +284,7 @@ async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, kind: &
             Relay::External(child)
         }
     };
+    let relay_cpu0 = relay.cpu_seconds();
     let mut n = 0;
     while n < args.messages {
         match tokio::time::timeout(Duration::from_secs(30), sink_consumer.next()).await {
@@ -248,12 +293,12 @@ async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, kind: &
         }
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
+    let per_msg = |a: Option<f64>, b: Option<f64>| Some((b? - a?) * 1e6 / n as f64);
+    let relay_us = per_msg(relay_cpu0, relay.cpu_seconds());
+    let broker_us = per_msg(broker0, broker_cpu_seconds("beam.smp"));
     if !matches!(kind, Kind::External { .. }) {
         let cpu = cpu_seconds() - cpu0;
-        eprintln!("    bench process CPU (relay + sink): {:.1} us/msg", cpu * 1e6 / n as f64);
-    }
-    if let (Some(b0), Some(b1)) = (broker0, broker_cpu_seconds("beam.smp")) {
-        eprintln!("    RabbitMQ CPU: {:.1} us/msg", (b1 - b0) * 1e6 / n as f64);
+        eprintln!("    bench process CPU (relay + publisher + sink): {:.1} us/msg", cpu * 1e6 / n as f64);
     }
     relay.stop().await;
     let _ = ch.queue_delete(in_q.as_str().into(), Default::default()).await;
@@ -263,7 +308,7 @@ async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, kind: &
     }
     // Let the aborted relay's connection close before the next round.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    rate
+    Round { rate, relay_us, broker_us }
 }
 
 // ---------------------------------------------------------------- MQTT
@@ -271,18 +316,18 @@ async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, kind: &
 async fn mqtt_bench(args: &Args) {
     println!("MQTT relay, {} messages of {} bytes, QoS 0", args.messages, args.size);
     let kinds = Kind::all(args);
-    let mut rates = vec![Vec::new(); kinds.len()];
+    let mut rates: Vec<Vec<Round>> = kinds.iter().map(|_| Vec::new()).collect();
     for round in 0..args.rounds {
         for (i, kind) in kinds.iter().enumerate() {
-            let (rate, got) = mqtt_round(args, kind).await;
-            eprintln!("  round {} {}: {rate:.0} msg/s ({got}/{} delivered)", round + 1, kind.label(), args.messages);
-            rates[i].push(rate);
+            let (r, got) = mqtt_round(args, kind).await;
+            eprintln!("  round {} {}: {:.0} msg/s ({got}/{} delivered; {})", round + 1, kind.label(), r.rate, args.messages, r.cpu_note());
+            rates[i].push(r);
         }
     }
     report("MQTT", &kinds, &rates);
 }
 
-async fn mqtt_round(args: &Args, kind: &Kind) -> (f64, usize) {
+async fn mqtt_round(args: &Args, kind: &Kind) -> (Round, usize) {
     let role = unique("mrelay");
     let (in_t, out_t) = (format!("{role}.IN"), format!("{role}.OUT"));
 
@@ -300,6 +345,8 @@ async fn mqtt_round(args: &Args, kind: &Kind) -> (f64, usize) {
     // give the participant's subscription the same guarantee.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
+    let relay_cpu0 = relay.cpu_seconds();
+    let broker0 = broker_cpu_seconds("mosquitto");
     let (publisher, pub_task) = mqtt_publisher(&args.mqtt, 1024);
     let body = payload(args.size);
     let start = Instant::now();
@@ -322,10 +369,13 @@ async fn mqtt_round(args: &Args, kind: &Kind) -> (f64, usize) {
         }
     }
     let rate = got as f64 / last.duration_since(start).as_secs_f64();
+    let per_msg = |a: Option<f64>, b: Option<f64>| Some((b? - a?) * 1e6 / got.max(1) as f64);
+    let relay_us = per_msg(relay_cpu0, relay.cpu_seconds());
+    let broker_us = per_msg(broker0, broker_cpu_seconds("mosquitto"));
     let _ = send.await;
     relay.stop().await;
     pub_task.abort();
     sink_task.abort();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    (rate, got)
+    (Round { rate, relay_us, broker_us }, got)
 }

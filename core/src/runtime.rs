@@ -13,6 +13,12 @@ use tokio::runtime::Runtime;
 
 static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
 
+/// Worker threads of a hosted runtime. One: the host's own thread runs the
+/// handlers, lapin has an I/O thread per connection, and the core's tasks
+/// (pipeline, consumers, heartbeat) are short. A second worker only adds
+/// wake-ups and thread hops per message (bench/run measures it).
+pub const WORKER_THREADS: usize = 1;
+
 /// The runtime of this process: created on first use, and again after fork.
 pub fn get() -> &'static Runtime {
     let pid = std::process::id();
@@ -21,7 +27,7 @@ pub fn get() -> &'static Runtime {
         Some((owner, rt)) if owner == pid => rt,
         _ => {
             let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+                .worker_threads(WORKER_THREADS)
                 .thread_name("msgflo")
                 .enable_all()
                 .build()

@@ -10,6 +10,22 @@
 //! tasks on napi's tokio runtime, which catches a panicking task (not yet
 //! covered by a test).
 
+/// napi's tokio runtime, with the core's worker count (see
+/// `msgflo::runtime::WORKER_THREADS`) instead of one per CPU.
+#[napi_derive::module_init]
+fn init() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(msgflo::runtime::WORKER_THREADS)
+        .thread_name("msgflo")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => napi::bindgen_prelude::create_custom_tokio_runtime(rt),
+        // napi then makes its default runtime.
+        Err(e) => eprintln!("msgflo: cannot build the tokio runtime ({e}); using napi's default"),
+    }
+}
+
 mod error;
 mod message;
 mod participant;
