@@ -108,7 +108,7 @@ struct Shared {
 }
 
 struct Completions {
-    tx: mpsc::UnboundedSender<(Arc<Delivery>, HandlerResult)>,
+    tx: mpsc::UnboundedSender<Vec<(Arc<Delivery>, HandlerResult)>>,
     done: tokio::task::JoinHandle<()>,
 }
 
@@ -341,7 +341,8 @@ impl Participant {
             Err(f) => (f.outputs, Some(f.error)),
         };
         let mut send_failed = None;
-        for (port, payload) in outputs.iter().cloned() {
+        let had_outputs = !outputs.is_empty();
+        for (port, payload) in outputs {
             if let Err(e) = self.send(&port, payload).await {
                 if e.code() == crate::ErrorCode::Closed {
                     return Err(e);
@@ -359,7 +360,7 @@ impl Participant {
             None => settle(Delivery::ack),
             Some(error) => {
                 warn!(role = %self.role(), %inport, %error, "processing failed; message nacked");
-                if outputs.is_empty() && self.info().outport("error").is_some_and(|p| !p.hidden) {
+                if !had_outputs && self.info().outport("error").is_some_and(|p| !p.hidden) {
                     if let Err(e) = self.send("error", error_body(&error)).await {
                         error!(error = %e, "could not send to the error outport");
                     }
@@ -374,27 +375,39 @@ impl Participant {
     /// they are given, by one task; a failure to complete is logged.
     /// [`Participant::stop`] finishes every completion given before it.
     pub fn complete_in_order(&self, delivery: Arc<Delivery>, result: HandlerResult) {
+        self.complete_all_in_order(vec![(delivery, result)]);
+    }
+
+    /// [`Participant::complete_in_order`] for several deliveries at once
+    /// (a host that collects its handlers' outcomes for a moment hands
+    /// them over in one call and wakes the completing task once).
+    pub fn complete_all_in_order(&self, completions: Vec<(Arc<Delivery>, HandlerResult)>) {
+        if completions.is_empty() {
+            return;
+        }
         let mut slot = self.shared.completions.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
             if self.is_stopped() {
-                drop(delivery); // requeued, as any delivery not handled before stop
+                drop(completions); // requeued, as any delivery not handled before stop
                 return;
             }
-            let (tx, mut rx) = mpsc::unbounded_channel::<(Arc<Delivery>, HandlerResult)>();
+            let (tx, mut rx) = mpsc::unbounded_channel::<Vec<(Arc<Delivery>, HandlerResult)>>();
             let weak = Arc::downgrade(&self.shared);
             let done = self.shared.runtime.spawn(async move {
-                while let Some((delivery, result)) = rx.recv().await {
+                while let Some(batch) = rx.recv().await {
                     let Some(shared) = weak.upgrade() else { return };
                     let p = Participant { shared };
-                    if let Err(e) = p.complete(&delivery, result).await {
-                        warn!(role = %p.role(), error = %e, "could not complete a delivery");
+                    for (delivery, result) in batch {
+                        if let Err(e) = p.complete(&delivery, result).await {
+                            warn!(role = %p.role(), error = %e, "could not complete a delivery");
+                        }
                     }
                 }
             });
             *slot = Some(Completions { tx, done });
         }
         if let Some(c) = slot.as_ref() {
-            let _ = c.tx.send((delivery, result));
+            let _ = c.tx.send(completions);
         }
     }
 

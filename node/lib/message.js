@@ -32,7 +32,15 @@ function isJsonText(buf) {
 function encode(data) {
   if (Buffer.isBuffer(data)) return data;
   if (data instanceof Uint8Array) return Buffer.from(data);
-  const text = JSON.stringify(data === undefined ? null : data, markNonFinite);
+  const value = data === undefined ? null : data;
+  // JSON.stringify writes JSON; the only case the core's rule decides is
+  // a non-finite number, which JSON.stringify turns into null. Text
+  // without null is therefore taken as it is (no native call); text with
+  // null is written again with the non-finite numbers marked, and the core
+  // judges it.
+  const plain = JSON.stringify(value);
+  if (plain !== undefined && !plain.includes('null')) return Buffer.from(plain, 'utf8');
+  const text = JSON.stringify(value, markNonFinite);
   return call(() => native.jsonPayload(text === undefined ? 'null' : text.replace(NON_FINITE_TEXT, '$1')));
 }
 

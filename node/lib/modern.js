@@ -9,12 +9,14 @@
 const native = require('./native');
 const { wait, call, errorText } = require('./errors');
 const { Message, encode } = require('./message');
+const { Completions } = require('./completions');
 const { instantiateDefinition } = require('./participant');
 
 class AsyncParticipant {
   constructor(core, definition) {
     this._core = core;
     this.definition = definition;
+    this._completions = new Completions(core);
   }
 
   get id() { return this._core.id; }
@@ -62,11 +64,12 @@ class AsyncParticipant {
       } catch (e) {
         error = errorText(e);
       }
-      call(() => this._core.completeInOrder(msg._delivery, outputs, error));
+      this._completions.add(msg._delivery, outputs, error);
     }
   }
 
   stop() {
+    this._completions.flush();
     return wait(this._core.stop());
   }
 }

@@ -15,6 +15,7 @@ const { EventEmitter } = require('events');
 const native = require('./native');
 const { wait, call, errorText } = require('./errors');
 const { Message, encode } = require('./message');
+const { Completions } = require('./completions');
 
 const BATCH = 256;
 const POLL_MS = 500;
@@ -69,6 +70,7 @@ class Participant extends EventEmitter {
       this.definition, this.definition.role, this.broker, opts.prefetch, opts.heartbeat,
     ));
     this.definition.id = this._core.id;
+    this._completions = new Completions(this._core);
     this.running = true;
     if (opts.beforeAnnounce) opts.beforeAnnounce(this);
     await wait(this._core.announce());
@@ -83,6 +85,7 @@ class Participant extends EventEmitter {
   async _stop() {
     this.running = false;
     if (!this._core) return;
+    this._completions.flush();
     await wait(this._core.stop());
     if (this._loop) await this._loop;
   }
@@ -108,11 +111,7 @@ class Participant extends EventEmitter {
     let answered = false;
     const complete = (outputs, err) => {
       if (err) console.error('msgflo: %s failed on %s: %s; message nacked', this.definition.role, msg.inport, errorText(err));
-      try {
-        call(() => this._core.completeInOrder(msg._delivery, outputs, err ? errorText(err) : null));
-      } catch (e) {
-        console.error('msgflo:', e.message);
-      }
+      this._completions.add(msg._delivery, outputs, err ? errorText(err) : null);
     };
     const callback = (outport, err, data) => {
       if (answered) {

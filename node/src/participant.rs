@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use msgflo::{Definition, Options, Participant, PortDef};
-use napi::bindgen_prelude::Buffer;
+use napi::bindgen_prelude::{Buffer, ClassInstance};
 use napi_derive::napi;
 
 use crate::error::{to_js, usage, Result};
@@ -174,6 +174,41 @@ impl CoreParticipant {
             Some(error) => Err(msgflo::Failure { error, outputs }),
         };
         self.inner.complete_in_order(delivery.inner.clone(), result);
+    }
+
+    /// `completeInOrder` for several deliveries in one call: `outputs[i]`
+    /// and `errors[i]` belong to `deliveries[i]`. The JS side collects the
+    /// outcomes of one turn of the event loop and hands them over at once.
+    #[napi(catch_unwind)]
+    pub fn complete_all_in_order(
+        &self,
+        deliveries: Vec<ClassInstance<CoreDelivery>>,
+        outputs: Vec<Vec<Output>>,
+        errors: Vec<Option<String>>,
+    ) -> Result<()> {
+        if outputs.len() != deliveries.len() || errors.len() != deliveries.len() {
+            return Err(usage(format!(
+                "completeAllInOrder: {} deliveries, {} outputs, {} errors",
+                deliveries.len(),
+                outputs.len(),
+                errors.len()
+            )));
+        }
+        let batch = deliveries
+            .iter()
+            .zip(outputs)
+            .zip(errors)
+            .map(|((d, outputs), error)| {
+                let outputs: msgflo::Outputs = outputs.into_iter().map(|o| (o.port, o.payload.to_vec().into())).collect();
+                let result = match error {
+                    None => Ok(outputs),
+                    Some(error) => Err(msgflo::Failure { error, outputs }),
+                };
+                (d.inner.clone(), result)
+            })
+            .collect();
+        self.inner.complete_all_in_order(batch);
+        Ok(())
     }
 
     /// Stop receiving, requeue what was not handled, wait for outputs and
