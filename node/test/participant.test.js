@@ -81,6 +81,32 @@ test('errors carry codes', async () => {
   await assert.rejects(p.send('out', 1), (e) => e.code === 'CLOSED');
 });
 
+test('outcomes of one turn reach the core in one call, in order; flush hands over the rest at once', async () => {
+  const { Completions } = require('../lib/completions');
+  const calls = [];
+  const core = { completeAllInOrder: (d, o, e) => calls.push([d, o, e]) };
+  const c = new Completions(core);
+  c.add('d1', [{ port: 'out', payload: Buffer.from('1') }], null);
+  c.add('d2', [], 'boom');
+  c.add('d3', [], null);
+  assert.strictEqual(calls.length, 0, 'handed over in the same turn');
+  await Promise.resolve();
+  assert.deepStrictEqual(calls.map(([d]) => d), [['d1', 'd2', 'd3']]);
+  assert.deepStrictEqual(calls[0][2], [null, 'boom', null]);
+  c.add('d4', [], null);
+  c.flush(); // what stop() does before stopping the core
+  assert.deepStrictEqual(calls.map(([d]) => d), [['d1', 'd2', 'd3'], ['d4']]);
+  await Promise.resolve();
+  assert.strictEqual(calls.length, 2, 'nothing handed over twice');
+  // A mismatched call is a usage error with a code, not a crash.
+  const p = await msgflo.connect(repeatDef, unique('jsbatch'), { broker: MQTT });
+  try {
+    assert.throws(() => p._core.completeAllInOrder([], [[]], []), (e) => /completeAllInOrder/.test(e.message));
+  } finally {
+    await p.stop();
+  }
+});
+
 test('Promise API: for await, explicit ack, Buffers; second ack throws', async () => {
   const role = unique('jsaio');
   const p = await msgflo.connect({ component: 'Upper', inports: [{ id: 'in' }], outports: [{ id: 'out' }] }, role, { broker: MQTT });

@@ -128,8 +128,10 @@ struct State {
 struct Live {
     generation: u64,
     connection: Arc<Connection>,
-    publish: Channel,
-    consume: Channel,
+    /// Shared, not cloned: a lapin `Channel` is a dozen `Arc`s, and the
+    /// pipeline takes one per publish and settlement.
+    publish: Arc<Channel>,
+    consume: Arc<Channel>,
 }
 
 #[derive(Clone)]

@@ -115,7 +115,7 @@ impl Inner {
                 .basic_qos(self.options.prefetch, BasicQosOptions::default())
                 .await
                 .map_err(conn_err)?;
-            let live = Live { generation, connection: connection.clone(), publish, consume };
+            let live = Live { generation, connection: connection.clone(), publish: Arc::new(publish), consume: Arc::new(consume) };
             // A record the broker refuses now (each on a channel of its
             // own: a conflicting declaration, a binding to an exchange
             // gone with a broker that lost its data) is dropped with a
