@@ -47,6 +47,10 @@ struct Args {
     /// broker and size, so each memory figure starts from a fresh process).
     #[arg(long, hide = true)]
     child: bool,
+    /// The broker's name in RESULT lines (the parent passes `embedded` for
+    /// the embedded broker, whose URL says mqtt).
+    #[arg(long, hide = true)]
+    broker_name: Option<String>,
 }
 
 /// Counts live heap bytes, so memory per participant is measured exactly
@@ -188,7 +192,7 @@ async fn coordinator_discovery(url: &str, msgs: &[Payload], rounds: usize) -> (f
     (got as f64 / secs, got, rss_after as i64 - rss_before as i64, heap)
 }
 
-async fn discovery(url: &str, n: usize, rounds: usize) {
+async fn discovery(url: &str, name: &str, n: usize, rounds: usize) {
     let tag = format!("sim{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
     let msgs = discovery_messages(n, &tag);
     let bytes: usize = msgs.iter().map(|m| m.len()).sum::<usize>() / n;
@@ -206,8 +210,7 @@ async fn discovery(url: &str, n: usize, rounds: usize) {
         rss,
         rss as f64 * 1024.0 / n as f64
     );
-    let broker = url.split("://").next().unwrap_or(url);
-    println!("RESULT\tdiscovery {broker}, {n} participants\tcoordinator\t{rate:.0} msg/s\t{:.2}x a bare subscriber ({raw_rate:.0}); {:.0} bytes heap per participant", rate / raw_rate, heap as f64 / n as f64);
+    println!("RESULT\tdiscovery {name}, {n} participants\tcoordinator\t{rate:.0} msg/s\t{:.2}x a bare subscriber ({raw_rate:.0}); {:.0} bytes heap per participant", rate / raw_rate, heap as f64 / n as f64);
 }
 
 async fn count_on(url: &str, topic: &str) -> (Arc<dyn Transport>, tokio::sync::mpsc::Receiver<msgflo::Delivery>) {
@@ -246,7 +249,7 @@ async fn pump(url: &str, publish_to: &str, rx: &mut tokio::sync::mpsc::Receiver<
     (got as f64 / last.duration_since(start).as_secs_f64().max(1e-6), got)
 }
 
-async fn forward(url: &str, m: usize) {
+async fn forward(url: &str, name: &str, m: usize) {
     let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let (a, b) = (format!("fwd{id}.OUT"), format!("fwd{id}.IN"));
     let (sink_t, mut rx) = count_on(url, &b).await;
@@ -264,7 +267,7 @@ async fn forward(url: &str, m: usize) {
     c.wait_for(Duration::from_secs(10), |s| s.complete).await.expect("edge wired");
     let (rate, got) = pump(url, &a, &mut rx, m).await;
     println!("  publish -> coordinator -> sub:  {rate:>9.0} msg/s  ({got} of {m} arrived)  ratio {:.2}", rate / raw_rate);
-    println!("RESULT\tMQTT edge forwarding\tcoordinator\t{rate:.0} msg/s\t{:.2}x direct ({raw_rate:.0}); {got} of {m} arrived", rate / raw_rate);
+    println!("RESULT\tMQTT edge forwarding, {name}\tcoordinator\t{rate:.0} msg/s\t{:.2}x direct ({raw_rate:.0}); {got} of {m} arrived", rate / raw_rate);
     c.stop().await;
     let _ = t.close().await;
     let _ = sink_t.close().await;
@@ -281,9 +284,14 @@ async fn main() {
             b.clone()
         };
         let label = if b == "embedded" { format!("embedded ({url})") } else { url.clone() };
+        let name = match (&args.broker_name, b.as_str()) {
+            (Some(n), _) => n.clone(),
+            (None, "embedded") => "embedded".to_string(),
+            _ => url.split("://").next().unwrap_or(&url).to_string(),
+        };
         if args.child {
             for &n in &args.participants {
-                discovery(&url, n, args.rounds).await;
+                discovery(&url, &name, n, args.rounds).await;
             }
             continue;
         }
@@ -291,7 +299,7 @@ async fn main() {
             println!("discovery on {label}");
             for &n in &args.participants {
                 let status = std::process::Command::new(std::env::current_exe().unwrap())
-                    .args(["--child", "--brokers", &url, "--participants", &n.to_string(), "--rounds", &args.rounds.to_string()])
+                    .args(["--child", "--brokers", &url, "--broker-name", &name, "--participants", &n.to_string(), "--rounds", &args.rounds.to_string()])
                     .status()
                     .expect("bench child runs");
                 assert!(status.success(), "discovery bench failed on {label} with {n} participants");
@@ -299,7 +307,7 @@ async fn main() {
         }
         if args.only.as_deref().is_none_or(|o| o == "forward") && url.starts_with("mqtt") {
             println!("MQTT edge forwarding on {label}, {} messages", args.messages);
-            forward(&url, args.messages).await;
+            forward(&url, &name, args.messages).await;
         }
     }
 }
