@@ -191,7 +191,7 @@ unsafe fn libc_kill(pid: i32) {
 
 async fn start_relay(kind: &Kind, role: &str, url: &str, prefetch: u16, mqtt: bool) -> Running {
     match kind {
-        Kind::Raw if mqtt => Running::Task(raw_mqtt_relay(url, &format!("{role}.IN"), &format!("{role}.OUT")).await),
+        Kind::Raw if mqtt => Running::Task(raw_mqtt_relay(url, &format!("{role}.IN"), &format!("{role}.OUT"), rumqttc::QoS::AtMostOnce).await),
         Kind::Raw => {
             let (url, in_q, out_x) = (url.to_owned(), format!("{role}.IN"), format!("{role}.OUT"));
             Running::Task(tokio::spawn(async move { raw_amqp_relay(&url, &in_q, &out_x, prefetch).await }))
@@ -240,7 +240,7 @@ async fn collect(rx: &mut tokio::sync::mpsc::Receiver<Option<u64>>, n: usize) ->
 
 /// An MQTT sink whose messages' ages are taken as they arrive.
 async fn mqtt_sink(url: &str, topic: String) -> (tokio::sync::mpsc::Receiver<Option<u64>>, Vec<tokio::task::JoinHandle<()>>) {
-    let (sink, mut raw, el) = mqtt_subscriber(url, &topic, 4096, 65536).await;
+    let (sink, mut raw, el) = mqtt_subscriber(url, &topic, 4096, 65536, rumqttc::QoS::AtMostOnce).await;
     let (atx, arx) = tokio::sync::mpsc::channel(65536);
     let ages = tokio::spawn(async move {
         let _keep = sink;

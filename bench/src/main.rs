@@ -59,6 +59,21 @@ struct Args {
     /// line. Repeatable.
     #[arg(long = "external", value_name = "LABEL=COMMAND")]
     externals: Vec<String>,
+    /// MQTT QoS of every client and relay: 0, or 1 (participants get
+    /// `?qos=1`: QoS 1 subscriptions and publishes, a persistent session).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    mqtt_qos: u8,
+}
+
+impl Args {
+    fn mqtt_qos(&self) -> rumqttc::QoS {
+        if self.mqtt_qos == 1 { rumqttc::QoS::AtLeastOnce } else { rumqttc::QoS::AtMostOnce }
+    }
+
+    /// The broker URL relays get (with `?qos=1` for QoS 1).
+    fn mqtt_relay_url(&self) -> String {
+        if self.mqtt_qos == 1 { format!("{}?qos=1", self.mqtt) } else { self.mqtt.clone() }
+    }
 }
 
 impl Kind {
@@ -313,8 +328,11 @@ async fn amqp_round(conn: &Connection, ch: &lapin::Channel, args: &Args, kind: &
 
 // ---------------------------------------------------------------- MQTT
 
+/// Messages in flight between the publisher and the sink at QoS 1.
+const QOS1_WINDOW: usize = 500;
+
 async fn mqtt_bench(args: &Args) {
-    println!("MQTT relay, {} messages of {} bytes, QoS 0", args.messages, args.size);
+    println!("MQTT relay, {} messages of {} bytes, QoS {}", args.messages, args.size, args.mqtt_qos);
     let kinds = Kind::all(args);
     let mut rates: Vec<Vec<Round>> = kinds.iter().map(|_| Vec::new()).collect();
     for round in 0..args.rounds {
@@ -324,22 +342,22 @@ async fn mqtt_bench(args: &Args) {
             rates[i].push(r);
         }
     }
-    report("MQTT", &kinds, &rates);
+    report(if args.mqtt_qos == 1 { "MQTT QoS 1" } else { "MQTT" }, &kinds, &rates);
 }
 
 async fn mqtt_round(args: &Args, kind: &Kind) -> (Round, usize) {
     let role = unique("mrelay");
     let (in_t, out_t) = (format!("{role}.IN"), format!("{role}.OUT"));
 
-    let (_sink, mut srx, sink_task) = mqtt_subscriber(&args.mqtt, &out_t, 1024, 4096).await;
+    let (_sink, mut srx, sink_task) = mqtt_subscriber(&args.mqtt, &out_t, 1024, 4096, args.mqtt_qos()).await;
 
     let relay = if let Kind::External { command, .. } = kind {
-        Relay::External(spawn_external(command, &role, &args.mqtt).await)
+        Relay::External(spawn_external(command, &role, &args.mqtt_relay_url()).await)
     } else if matches!(kind, Kind::Participant) {
         let def = Definition::new("Relay").inport(PortDef::new("in")).outport(PortDef::new("out"));
-        Relay::participant(Participant::start(&def, &role, Options::broker(args.mqtt.clone())).await.unwrap())
+        Relay::participant(Participant::start(&def, &role, Options::broker(args.mqtt_relay_url())).await.unwrap())
     } else {
-        Relay::Raw(raw_mqtt_relay(&args.mqtt, &in_t, &out_t).await)
+        Relay::Raw(raw_mqtt_relay(&args.mqtt, &in_t, &out_t, args.mqtt_qos()).await)
     };
     // Both relays subscribe before they return/are spawned with a SUBACK;
     // give the participant's subscription the same guarantee.
@@ -352,9 +370,22 @@ async fn mqtt_round(args: &Args, kind: &Kind) -> (Round, usize) {
     let start = Instant::now();
     let n = args.messages;
     let in_t2 = in_t.clone();
+    let qos = args.mqtt_qos();
+    // QoS 1: at most QOS1_WINDOW messages between publisher and sink.
+    // Mosquitto queues at most 1,000 QoS 1 messages for a client that is
+    // behind (`max_queued_messages`) and drops the rest; an open flood would
+    // measure that, not the relay. QoS 0 floods, as it always did.
+    let window = (args.mqtt_qos == 1).then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(QOS1_WINDOW)));
+    let send_window = window.clone();
     let send = tokio::spawn(async move {
         for _ in 0..n {
-            publisher.publish(&in_t2, rumqttc::QoS::AtMostOnce, false, body.clone()).await.unwrap();
+            if let Some(w) = &send_window {
+                match w.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => return,
+                }
+            }
+            publisher.publish(&in_t2, qos, false, body.clone()).await.unwrap();
         }
     });
     let mut got = 0;
@@ -364,9 +395,15 @@ async fn mqtt_round(args: &Args, kind: &Kind) -> (Round, usize) {
             Ok(Some(_)) => {
                 got += 1;
                 last = Instant::now();
+                if let Some(w) = &window {
+                    w.add_permits(1);
+                }
             }
             _ => break,
         }
+    }
+    if let Some(w) = &window {
+        w.close(); // a stalled relay: the publisher gives up too
     }
     let rate = got as f64 / last.duration_since(start).as_secs_f64();
     let per_msg = |a: Option<f64>, b: Option<f64>| Some((b? - a?) * 1e6 / got.max(1) as f64);

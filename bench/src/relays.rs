@@ -117,15 +117,15 @@ pub fn spawn_loop(mut el: rumqttc::EventLoop, tx: tokio::sync::mpsc::Sender<Vec<
     })
 }
 
-/// A client subscribed to `topic` at QoS 0, returned once its SUBACK came:
+/// A client subscribed to `topic` at `qos`, returned once its SUBACK came:
 /// the client, the payloads that arrive (`channel` of them may wait), and
 /// the task polling its event loop.
-pub async fn mqtt_subscriber(url: &str, topic: &str, cap: usize, channel: usize) -> (rumqttc::AsyncClient, tokio::sync::mpsc::Receiver<Vec<u8>>, tokio::task::JoinHandle<()>) {
+pub async fn mqtt_subscriber(url: &str, topic: &str, cap: usize, channel: usize, qos: rumqttc::QoS) -> (rumqttc::AsyncClient, tokio::sync::mpsc::Receiver<Vec<u8>>, tokio::task::JoinHandle<()>) {
     let (client, el) = mqtt_client(url, cap);
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(channel);
     let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
     let task = spawn_loop(el, tx, ack_tx);
-    client.subscribe(topic, rumqttc::QoS::AtMostOnce).await.unwrap();
+    client.subscribe(topic, qos).await.unwrap();
     ack_rx.await.unwrap();
     (client, rx, task)
 }
@@ -138,14 +138,15 @@ pub fn mqtt_publisher(url: &str, cap: usize) -> (rumqttc::AsyncClient, tokio::ta
     (client, spawn_loop(el, tx, subacked))
 }
 
-/// The MQTT baseline: rumqttc used directly, QoS 0 in and out. Returns
-/// once subscribed.
-pub async fn raw_mqtt_relay(url: &str, in_t: &str, out_t: &str) -> tokio::task::JoinHandle<()> {
-    let (client, mut rx, el_task) = mqtt_subscriber(url, in_t, 1024, 256).await;
+/// The MQTT baseline: rumqttc used directly, `qos` in and out (QoS 1:
+/// rumqttc acknowledges each input when it arrives). Returns once
+/// subscribed.
+pub async fn raw_mqtt_relay(url: &str, in_t: &str, out_t: &str, qos: rumqttc::QoS) -> tokio::task::JoinHandle<()> {
+    let (client, mut rx, el_task) = mqtt_subscriber(url, in_t, 1024, 256, qos).await;
     let out_t = out_t.to_owned();
     tokio::spawn(async move {
         while let Some(body) = rx.recv().await {
-            client.publish(&out_t, rumqttc::QoS::AtMostOnce, false, body).await.unwrap();
+            client.publish(&out_t, qos, false, body).await.unwrap();
         }
         el_task.abort();
     })
