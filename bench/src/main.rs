@@ -136,9 +136,13 @@ struct Round {
 
 impl Round {
     fn cpu_note(&self) -> String {
-        let f = |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
-        format!("CPU us/msg: relay process {}, broker {}", f(self.relay_us), f(self.broker_us))
+        cpu_note(self.relay_us, self.broker_us)
     }
+}
+
+fn cpu_note(relay_us: Option<f64>, broker_us: Option<f64>) -> String {
+    let f = |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+    format!("CPU us/msg: relay process {}, broker {}", f(relay_us), f(broker_us))
 }
 
 #[tokio::main]
@@ -169,7 +173,7 @@ fn report(proto: &str, kinds: &[Kind], rounds: &[Vec<Round>]) {
     for (k, r) in kinds.iter().zip(rounds) {
         let relay = median(r.iter().filter_map(|x| x.relay_us).collect());
         let broker = median(r.iter().filter_map(|x| x.broker_us).collect());
-        let note = Round { rate: 0.0, relay_us: relay, broker_us: broker }.cpu_note();
+        let note = cpu_note(relay, broker);
         println!("{proto}: {:<22} {note} (median of rounds)", k.label());
         if let Some(relay) = relay {
             let b = broker.map(|b| format!("{b:.1} us/msg")).unwrap_or_else(|| "-".into());

@@ -162,22 +162,11 @@ impl CoreParticipant {
         self.inner.send(&port, payload.to_vec()).await.map_err(to_js)
     }
 
-    /// Complete a delivery from its handler's outcome, without waiting:
-    /// `outputs` sent, then ack; or, with `error`, nack and the error-port
-    /// rule (the core's `Participant::complete`). Completions happen in the
-    /// order they are given; `stop` finishes them first.
-    #[napi(catch_unwind)]
-    pub fn complete_in_order(&self, delivery: &CoreDelivery, outputs: Vec<Output>, error: Option<String>) {
-        let outputs: msgflo::Outputs = outputs.into_iter().map(|o| (o.port, o.payload.to_vec().into())).collect();
-        let result = match error {
-            None => Ok(outputs),
-            Some(error) => Err(msgflo::Failure { error, outputs }),
-        };
-        self.inner.complete_in_order(delivery.inner.clone(), result);
-    }
-
-    /// `completeInOrder` for several deliveries in one call: `outputs[i]`
-    /// and `errors[i]` belong to `deliveries[i]`. The JS side collects the
+    /// Complete deliveries from their handlers' outcomes, without waiting:
+    /// `outputs[i]` and `errors[i]` belong to `deliveries[i]`; outputs
+    /// sent, then ack; or, with an error, nack and the error-port rule (the
+    /// core's `Participant::complete`). Completions happen in the order
+    /// they are given; `stop` finishes them first. The JS side collects the
     /// outcomes of one turn of the event loop and hands them over at once.
     #[napi(catch_unwind)]
     pub fn complete_all_in_order(

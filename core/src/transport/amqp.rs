@@ -149,7 +149,9 @@ struct Subscription {
 struct Pending {
     exchange: String,
     routing_key: String,
-    payload: Payload,
+    /// Shared with lapin's publish call, which outlives the pipeline's
+    /// turn; a resend after a reconnect uses it again.
+    payload: Arc<Payload>,
     persistent: bool,
     /// AMQP `timestamp` property (discovery messages).
     timestamp: Option<u64>,
@@ -277,7 +279,7 @@ impl Inner {
             Target::Exchange(x) => (x, String::new()),
             Target::Queue(q) => (String::new(), q),
         };
-        let p = Pending { exchange, routing_key, payload, persistent, timestamp, seq: 0, _permit: permit };
+        let p = Pending { exchange, routing_key, payload: Arc::new(payload), persistent, timestamp, seq: 0, _permit: permit };
         self.ops.send(Op::Publish(p)).map_err(|_| Error::Closed)
     }
 }

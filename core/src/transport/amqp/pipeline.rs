@@ -217,7 +217,7 @@ impl Pipeline {
         let ch = live.publish.clone();
         let exchange = p.exchange.as_str().into();
         let routing_key = p.routing_key.as_str().into();
-        let payload = p.payload.clone();
+        let payload = Arc::clone(&p.payload);
         let mut writing: Writing = Box::pin(async move {
             ch.basic_publish(exchange, routing_key, BasicPublishOptions::default(), payload.as_bytes(), props)
                 .await
